@@ -1,0 +1,138 @@
+"""The `alignflow` command line.
+
+User mistakes (a bad recipe, a missing file, an unknown model) end with one
+line on stderr and exit code 2; only bugs show a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from pipeline_lib.errors import UserError
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "handler"):
+        parser.print_help()
+        return EXIT_USER_ERROR
+    try:
+        return args.handler(args) or 0
+    except UserError as err:
+        print(f"alignflow: error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("alignflow: interrupted; rerun the same command to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="alignflow", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(title="commands")
+
+    run = _command(commands, "run", "run a recipe as a resumable Prefect flow", _run)
+    run.add_argument("recipe", help="path to a recipe YAML, e.g. configs/evaluate.yaml")
+    run.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. train.lr=1e-5")
+    run.add_argument("--from-stage", metavar="NAME", help="recompute this stage and every stage after it")
+
+    check = _command(commands, "check", "validate a recipe and print it resolved, without running it", _check)
+    check.add_argument("recipe")
+    check.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+
+    models = commands.add_parser("models", help="provision models").add_subparsers(title="models commands")
+    pull = _command(models, "pull", "convert a packaged model once into the model cache", _models_pull)
+    pull.add_argument("ref", help="alias (see `alignflow models list`), local folder or hub id")
+    pull.add_argument("--force", action="store_true", help="convert again even if cached")
+    _command(models, "list", "list the model aliases and what is cached", _models_list)
+
+    data = commands.add_parser("data", help="inspect datasets").add_subparsers(title="data commands")
+    inspect = _command(data, "inspect", "load a dataset, validate every row, report what was skipped", _data_inspect)
+    inspect.add_argument("source", help="hub id, or a local JSONL/JSON/Parquet/CSV file or folder")
+    inspect.add_argument("--kind", default="prompt", choices=["prompt", "answer", "sft", "preference", "messages"])
+    inspect.add_argument("--format", default="auto", choices=["auto", "hh-rlhf", "mt-bench", "plain"])
+    inspect.add_argument("--column", action="append", default=[], metavar="FIELD=COLUMN")
+    inspect.add_argument("--split", default="train")
+
+    _command(commands, "doctor", "check the installation and exit non-zero if something required is broken", _doctor)
+    _command(commands, "ui", "start the Prefect and MLflow UIs on 127.0.0.1 (ctrl-C stops both)", _ui)
+    return parser
+
+
+def _command(commands, name: str, help_text: str, handler: Callable) -> argparse.ArgumentParser:
+    sub = commands.add_parser(name, help=help_text, description=help_text)
+    sub.set_defaults(handler=handler)
+    return sub
+
+
+def _run(args) -> int:
+    from flows.launch import launch
+
+    return launch(args.recipe, args.overrides, from_stage=args.from_stage)
+
+
+def _check(args) -> int:
+    import yaml
+
+    from pipeline_lib.config import config_hash, load_recipe
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    print(yaml.safe_dump(recipe.to_dict(), sort_keys=False), end="")
+    print(f"# config hash {config_hash(recipe)}")
+    return 0
+
+
+def _models_pull(args) -> int:
+    from pipeline_lib.models import pull_model
+
+    print(pull_model(args.ref, force=args.force))
+    return 0
+
+
+def _models_list(args) -> int:
+    from pipeline_lib.models import describe_models
+
+    for line in describe_models():
+        print(line)
+    return 0
+
+
+def _data_inspect(args) -> int:
+    from pipeline_lib.data import load_rows
+
+    columns = dict(_pair(item, "--column") for item in args.column)
+    result = load_rows(args.source, args.kind, columns=columns or None, split=args.split, format=args.format)
+    print(result.summary())
+    for skipped in result.examples:
+        print(f"  skipped {skipped.source} row {skipped.row}: {skipped.reason}")
+    if len(result.rows):
+        print(f"first row: {result.rows[0]}")
+    return 0
+
+
+def _pair(item: str, flag: str) -> tuple[str, str]:
+    key, sep, value = item.partition("=")
+    if not sep or not key or not value:
+        raise UserError(f"{flag} {item!r} must look like FIELD=COLUMN")
+    return key, value
+
+
+def _doctor(args) -> int:
+    from flows.doctor import doctor
+
+    return doctor()
+
+
+def _ui(args) -> int:
+    from flows.ui import serve_uis
+
+    return serve_uis()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

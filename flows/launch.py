@@ -1,0 +1,74 @@
+"""`alignflow run`: validate a recipe, run its flow, print where to look."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from pipeline_lib.config import load_recipe
+from pipeline_lib.errors import UserError
+from pipeline_lib.runs import stages_to_force
+
+
+# recipe.method -> the module holding that method's flow (as FLOW) and its STAGES.
+FLOW_MODULES = {"evaluate": "flows.evaluate"}
+
+
+def _flow_module(method: str):
+    import importlib
+
+    if method not in FLOW_MODULES:
+        raise UserError(f"method {method!r} has no flow yet; available: {', '.join(FLOW_MODULES)}")
+    return importlib.import_module(FLOW_MODULES[method])
+
+
+def launch(recipe_path: str, overrides: list[str], from_stage: str | None = None) -> int:
+    # Validate before Prefect starts, so a typo costs a second, not a server start.
+    recipe = load_recipe(recipe_path, overrides)
+    module = _flow_module(recipe.method)
+    stages_to_force(module.STAGES, from_stage)
+    flow_fn = module.FLOW
+    print(f"alignflow: running {recipe.method} recipe {recipe.name!r} ({recipe_path})", file=sys.stderr)
+    state = flow_fn(
+        recipe=str(Path(recipe_path).resolve()), overrides=list(overrides), from_stage=from_stage, return_state=True
+    )
+    flow_run_id = state.state_details.flow_run_id
+    if state.is_failed():
+        print(f"alignflow: flow run {flow_run_id} failed; rerun the same command to resume", file=sys.stderr)
+    result = state.result()  # re-raises the flow's error, a UserError included
+    print_report(result, flow_run_id)
+    return 0
+
+
+def print_report(result: dict, flow_run_id) -> None:
+    from pipeline_lib.evaluation import family_table, read_metrics
+
+    rounds = result["rounds"]
+    print(f"\n{'round':<7}{'score':>8}{'pass':>8}{'length':>8}")
+    for index, metrics in sorted(rounds.items()):
+        print(f"{index:<7}{metrics['eval/score']:>8.3f}{metrics['eval/pass_rate']:>8.3f}{metrics['eval/length']:>8.1f}")
+    last_scores = Path(result["run_dir"]) / f"round-{max(rounds)}" / "eval-scores"
+    print("\nper family, last round:\n" + family_table(read_metrics(last_scores)))
+    print(f"\nrun folder:  {result['run_dir']}")
+    print(f"prefect:     flow run {flow_run_id} — {_prefect_location(flow_run_id)}")
+    print(f"mlflow:      run {result['mlflow_run_id']} — {_mlflow_location(result['mlflow_run_id'])}")
+
+
+def _mlflow_location(run_id: str) -> str:
+    import mlflow
+
+    from pipeline_lib import tracking
+
+    uri = mlflow.get_tracking_uri()
+    experiment_id = mlflow.MlflowClient().get_run(run_id).info.experiment_id
+    if uri.startswith("sqlite:"):
+        return f"{uri}; `make ui` shows it at http://127.0.0.1:5000/#/experiments/{experiment_id}/runs/{run_id}"
+    return tracking.run_url(uri, experiment_id, run_id) or uri
+
+
+def _prefect_location(flow_run_id) -> str:
+    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
+
+    if PREFECT_API_URL.value():
+        return f"{PREFECT_UI_URL.value()}/runs/flow-run/{flow_run_id}"
+    return "stored locally; `make ui` shows it at http://127.0.0.1:4200"

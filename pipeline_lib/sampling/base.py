@@ -1,0 +1,133 @@
+"""The backend-neutral sampling interface: parameters, result rows, the Sampler protocol.
+
+Every generation in alignflow (policy samples, reviser outputs, evaluation
+answers) goes through a ``Sampler``. Prompts reach it already rendered, so an
+HF model in this process and a vLLM server elsewhere see the same text and
+their outputs are comparable row for row.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Literal, Protocol
+
+from pipeline_lib.config import SamplerConfig
+from pipeline_lib.errors import UserError
+
+FinishReason = Literal["stop", "length"]
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to sample; ``temperature == 0`` means greedy decoding."""
+
+    temperature: float = 0.8
+    top_p: float = 1.0
+    max_new_tokens: int = 128
+    n: int = 1
+    seed: int = 0
+    stop: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        # A list passed for `stop` would make the params unhashable and their
+        # JSON description differ from the tuple's; normalise once here.
+        object.__setattr__(self, "stop", tuple(self.stop))
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.max_new_tokens < 1 or self.n < 1:
+            raise ValueError(f"max_new_tokens and n must be >= 1, got {self.max_new_tokens} and {self.n}")
+        if any(not isinstance(s, str) or not s for s in self.stop):
+            raise ValueError(f"stop strings must be non-empty strings, got {self.stop!r}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+    @classmethod
+    def from_config(cls, config: SamplerConfig, **overrides: Any) -> SamplingParams:
+        values = {
+            "temperature": config.temperature,
+            "top_p": config.top_p,
+            "max_new_tokens": config.max_new_tokens,
+            "n": config.n,
+            "seed": config.seed,
+        }
+        return cls(**{**values, **overrides})
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-ready description, used to tell whether saved samples were made with these params."""
+        return {**dataclasses.asdict(self), "stop": list(self.stop)}
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One completion: sample ``sample_index`` of prompt ``prompt_index`` in the call's prompt list."""
+
+    prompt_index: int
+    sample_index: int
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: FinishReason
+
+
+class Sampler(Protocol):
+    """A text generator over already-rendered prompts.
+
+    ``name`` says which backend this is (for logs and for telling saved
+    samples apart); ``model`` identifies the weights it serves.
+    ``generate`` returns ``n`` samples per prompt ordered by
+    (prompt_index, sample_index). Backends subclass this protocol to inherit
+    the context-manager methods.
+    """
+
+    name: str
+    model: str
+
+    def generate(self, prompts: list[str], params: SamplingParams) -> list[Sample]: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Sampler:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def derive_seed(seed: int, *parts: object) -> int:
+    """A seed for one piece of work (a batch, a shard) that depends only on the run seed and its position.
+
+    Seeding each piece this way makes its samples independent of what ran
+    before it, so a resumed run reproduces the pieces it regenerates.
+    """
+    text = ":".join(str(p) for p in (seed, *parts))
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") & (2**63 - 1)
+
+
+Message = Mapping[str, str]
+
+
+def render_chat(tokenizer: Any, messages_or_prompt: str | Sequence[Message], add_generation_prompt: bool = True) -> str:
+    """Apply the tokenizer's chat template; a plain string becomes a single user message."""
+    if isinstance(messages_or_prompt, str):
+        messages: list[dict[str, str]] = [{"role": "user", "content": messages_or_prompt}]
+    else:
+        messages = [dict(m) for m in messages_or_prompt]
+    for i, message in enumerate(messages):
+        if not isinstance(message.get("role"), str) or not isinstance(message.get("content"), str):
+            raise UserError(f"chat message {i} needs string 'role' and 'content' fields, got {message!r}")
+    if not getattr(tokenizer, "chat_template", None):
+        raise UserError(f"tokenizer of {getattr(tokenizer, 'name_or_path', '?')!r} has no chat template")
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)

@@ -1,0 +1,178 @@
+"""Sampling with HF transformers ``generate`` in this process (the fallback backend).
+
+Batches are left-padded with an attention mask built from prompt lengths, so a
+prompt's greedy output does not depend on which other prompts share its batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, PreTrainedModel
+
+from pipeline_lib.sampling.base import FinishReason, Sample, Sampler, SamplingParams, derive_seed
+
+CHAT_END_TOKEN = "<|im_end|>"
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _load_tokenizer(path: Path) -> Any:
+    return AutoTokenizer.from_pretrained(path, padding_side="left")
+
+
+def _load_model(path: Path, dtype: torch.dtype) -> PreTrainedModel:
+    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+
+
+class HFSampler(Sampler):
+    name = "hf"
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        dtype: str | torch.dtype = "float32",
+        batch_size: int = 32,
+        progress: bool = True,
+        device: str | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.model = str(model_path)
+        self.batch_size = batch_size
+        self.progress = progress
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.tokenizer = _load_tokenizer(Path(model_path))
+        torch_dtype = _DTYPES[dtype] if isinstance(dtype, str) else dtype
+        model = _load_model(Path(model_path), torch_dtype).to(self.device).eval()
+        self.stop_token_ids = _stop_token_ids(self.tokenizer, model)
+        self.pad_token_id = _pad_token_id(self.tokenizer, self.stop_token_ids)
+        # Sampling must be defined by SamplingParams alone, identically for
+        # every backend: drop checkpoint defaults such as top_k or a
+        # repetition penalty that generate() would otherwise apply silently.
+        model.generation_config = GenerationConfig()
+        self._model: PreTrainedModel | None = model
+
+    def generate(self, prompts: list[str], params: SamplingParams) -> list[Sample]:
+        if self._model is None:
+            raise RuntimeError("this HFSampler is closed")
+        if not prompts:
+            return []
+        encoded = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        empty = [i for i, ids in enumerate(encoded) if not ids]
+        if empty:
+            raise ValueError(f"prompts {empty[:5]} are empty; every prompt needs at least one token")
+        # Greedy samples of one prompt are identical: generate one and copy it.
+        copies = 1 if params.greedy else params.n
+        rows = [(p, s) for p in range(len(prompts)) for s in range(copies)]
+        # Longest first: batches of similar length waste less on padding, and
+        # an out-of-memory error shows up on the first batch, not the last.
+        rows.sort(key=lambda row: (-len(encoded[row[0]]), row))
+        results: dict[tuple[int, int], Sample] = {}
+        with tqdm(total=len(rows), unit="seq", desc="sampling", disable=not self.progress) as bar:
+            for start in range(0, len(rows), self.batch_size):
+                batch = rows[start : start + self.batch_size]
+                new_tokens = self._generate_batch([encoded[p] for p, _ in batch], params, start)
+                for (p, s), tokens in zip(batch, new_tokens, strict=True):
+                    results[p, s] = self._to_sample(p, s, len(encoded[p]), tokens, params)
+                bar.update(len(batch))
+        return [
+            dataclasses.replace(results[p, 0 if params.greedy else s], sample_index=s)
+            for p in range(len(prompts))
+            for s in range(params.n)
+        ]
+
+    def close(self) -> None:
+        self._model = None
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def _generate_batch(self, token_lists: list[list[int]], params: SamplingParams, start: int) -> list[list[int]]:
+        width = max(len(t) for t in token_lists)
+        input_ids = torch.full((len(token_lists), width), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(token_lists), width), dtype=torch.long)
+        for row, tokens in enumerate(token_lists):
+            input_ids[row, width - len(tokens) :] = torch.tensor(tokens)
+            attention_mask[row, width - len(tokens) :] = 1
+        config = GenerationConfig(
+            max_new_tokens=params.max_new_tokens,
+            do_sample=not params.greedy,
+            temperature=None if params.greedy else params.temperature,
+            top_p=None if params.greedy else params.top_p,
+            top_k=None if params.greedy else 0,
+            eos_token_id=self.stop_token_ids,
+            pad_token_id=self.pad_token_id,
+            stop_strings=list(params.stop) or None,
+        )
+        # fork_rng keeps the caller's global RNG untouched by our reseeding.
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices), torch.inference_mode():
+            torch.manual_seed(derive_seed(params.seed, "batch", start))
+            output = self._model.generate(
+                input_ids=input_ids.to(self.device),
+                attention_mask=attention_mask.to(self.device),
+                generation_config=config,
+                tokenizer=self.tokenizer if params.stop else None,
+            )
+        return output[:, width:].tolist()
+
+    def _to_sample(
+        self, prompt_index: int, sample_index: int, prompt_tokens: int, tokens: list[int], params: SamplingParams
+    ) -> Sample:
+        """Turn generated ids into a Sample; ids after a finished sequence's end are padding."""
+        eos_at = next((i for i, t in enumerate(tokens) if t in self.stop_token_ids), None)
+        content = tokens if eos_at is None else tokens[:eos_at]
+        text = self._decode(content)
+        cut = _first_stop(text, params.stop)
+        reason: FinishReason
+        if cut is not None:
+            text, reason = text[:cut], "stop"
+            count = self._tokens_until_stop(content, params.stop)
+        elif eos_at is not None:
+            count, reason = eos_at + 1, "stop"
+        else:
+            count, reason = len(tokens), "length"
+        return Sample(prompt_index, sample_index, text, prompt_tokens, count, reason)
+
+    def _tokens_until_stop(self, tokens: list[int], stop: tuple[str, ...]) -> int:
+        """The fewest leading tokens whose text contains a stop string: where generation stopped."""
+        low, high = 1, len(tokens)
+        while low < high:
+            mid = (low + high) // 2
+            if _first_stop(self._decode(tokens[:mid]), stop) is None:
+                low = mid + 1
+            else:
+                high = mid
+        return low
+
+    def _decode(self, tokens: list[int]) -> str:
+        return self.tokenizer.decode(tokens, skip_special_tokens=True)
+
+
+def _first_stop(text: str, stop: tuple[str, ...]) -> int | None:
+    found = [i for i in (text.find(s) for s in stop) if i >= 0]
+    return min(found) if found else None
+
+
+def _stop_token_ids(tokenizer: Any, model: PreTrainedModel) -> list[int]:
+    """EOS ids: the tokenizer's, the ChatML end-of-turn token, and any the checkpoint lists."""
+    ids = {tokenizer.eos_token_id}
+    if CHAT_END_TOKEN in tokenizer.get_vocab():
+        ids.add(tokenizer.convert_tokens_to_ids(CHAT_END_TOKEN))
+    configured = model.generation_config.eos_token_id
+    ids.update(configured if isinstance(configured, list) else [configured])
+    return sorted(i for i in ids if i is not None)
+
+
+def _pad_token_id(tokenizer: Any, stop_token_ids: list[int]) -> int:
+    """A pad id that is not an EOS id, so padding can never be read as a real end of sequence.
+
+    Masks are built from lengths, so any id works for the prompt side; a
+    distinct one keeps finished rows' filler apart from genuine EOS tokens.
+    """
+    candidates = [tokenizer.pad_token_id, tokenizer.unk_token_id, *tokenizer.all_special_ids]
+    distinct = [i for i in candidates if i is not None and i not in stop_token_ids]
+    return distinct[0] if distinct else stop_token_ids[0]

@@ -1,0 +1,30 @@
+"""The sampling stage every flow uses: chat prompts in, one Parquet of samples out."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pipeline_lib.config import SamplerConfig
+from pipeline_lib.models import load_tokenizer
+from pipeline_lib.sampling import SamplingParams, make_sampler, render_chat, sample_to_parquet
+from pipeline_lib.sampling.base import Message
+
+
+def sample_chat(
+    prompt_ids: list[str],
+    prompts: Sequence[str | Sequence[Message]],
+    model_path: Path,
+    dtype: str,
+    sampler_config: SamplerConfig,
+    params: SamplingParams,
+    out_file: Path,
+    shard_dir: Path,
+    batch_size: int | None = None,
+) -> dict[str, Any]:
+    """Render each prompt with the model's chat template and sample it; returns the sampling stats."""
+    tokenizer = load_tokenizer(model_path)
+    rendered = [render_chat(tokenizer, prompt) for prompt in prompts]
+    with make_sampler(sampler_config, model_path, dtype=dtype, batch_size=batch_size) as sampler:
+        return sample_to_parquet(sampler, prompt_ids, rendered, params, out_file, shard_dir)

@@ -1,0 +1,52 @@
+"""Scoring and reporting stages."""
+
+from pathlib import Path
+
+from prefect import task
+
+from pipeline_lib import tracking
+from pipeline_lib.evaluation import ITEMS_FILE, SCORES_FILE, flat_metrics, read_metrics, score_samples
+from pipeline_lib.store import build_stage, digest_path
+from tasks.sampling import SAMPLES_FILE
+from tasks.stage import stage_task
+
+SAMPLE_TABLE_ROWS = 200
+TAG_SCORES = "alignflow.scores_digest"
+
+
+@stage_task("score", tags=("cpu",))
+def score(out_dir: str, key: str, force: bool, items_dir: str, samples_dir: str) -> str:
+    def build(tmp: Path) -> dict:
+        return score_samples(Path(items_dir), Path(samples_dir) / SAMPLES_FILE, tmp)
+
+    return str(build_stage(Path(out_dir), "score", key, build, force=force))
+
+
+@task(name="log-evaluation", retries=2, retry_delay_seconds=2, tags=["tracking"])
+def log_evaluation(parent_run_id: str, round_index: int, scores_dir: str, items_dir: str) -> dict[str, float]:
+    """Log a round's held-out metrics to its child run and, stepped by round, to the parent.
+
+    A rerun that reuses the same scores finds the child it logged before and
+    logs nothing again, so resuming never duplicates rows or points.
+    """
+    metrics = flat_metrics(read_metrics(Path(scores_dir)))
+    name, tags = f"round-{round_index}", {TAG_SCORES: digest_path(scores_dir)}
+    if tracking.find_child_run(parent_run_id, name, tags):
+        return metrics
+    with tracking.start_child_run(parent_run_id, name, step=round_index, tags=tags) as child:
+        run_id = child.info.run_id
+        tracking.log_metrics(metrics, step=round_index, run_id=run_id)
+        tracking.log_dataset(Path(items_dir) / ITEMS_FILE, name="suite-eval", context="eval", run_id=run_id)
+        tracking.log_table(
+            _sample_rows(Path(scores_dir) / SCORES_FILE), f"eval_samples_round{round_index}.json", run_id=run_id
+        )
+        tracking.log_artifact(Path(scores_dir) / "metrics.json", "eval", run_id=run_id)
+    tracking.log_metrics(metrics, step=round_index, run_id=parent_run_id)
+    return metrics
+
+
+def _sample_rows(scores_file: Path) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    columns = ["prompt_id", "family", "difficulty", "prompt", "response", "reference", "score", "reasons"]
+    return pq.read_table(scores_file, columns=columns).slice(0, SAMPLE_TABLE_ROWS).to_pylist()

@@ -1,0 +1,54 @@
+"""Test-wide isolation: the whole session runs under its own ALIGNFLOW_HOME.
+
+It is set when this file is imported, before any test module imports Prefect,
+because Prefect reads its settings (derived from the home) once at import.
+"""
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+_HOME = Path(tempfile.mkdtemp(prefix="alignflow-test-home-"))
+os.environ["ALIGNFLOW_HOME"] = str(_HOME)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Tests start their own ephemeral Prefect API and local MLflow store; a
+# developer's exported servers must not receive test runs.
+for _name in ("PREFECT_API_URL", "PREFECT_PROFILE", "MLFLOW_TRACKING_URI"):
+    os.environ.pop(_name, None)
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def alignflow_home() -> Path:
+    return _HOME
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared data folder not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_ephemeral_prefect_server():
+    """Stop the ephemeral Prefect API this session started, while pytest can still log.
+
+    Left to Prefect's atexit hook it stops after pytest closed its streams and
+    prints a spurious logging traceback.
+    """
+    yield
+    import sys
+
+    if "prefect.server.api.server" in sys.modules:
+        from prefect.logging.handlers import APILogWorker
+        from prefect.server.api.server import SubprocessASGIServer
+
+        APILogWorker.drain_all(timeout=10)
+        for server in list(SubprocessASGIServer._instances.values()):
+            server.stop()

@@ -1,0 +1,83 @@
+"""The evaluate recipe end to end with the tiny model: real Prefect, real MLflow, resume."""
+
+from pathlib import Path
+
+import anyio
+import pytest
+from mlflow import MlflowClient
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+from flows.cli import main
+from pipeline_lib import tracking
+from pipeline_lib.config import config_hash, load_recipe
+from pipeline_lib.store import read_manifest
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPE = str(REPO / "configs" / "evaluate-tiny.yaml")
+STAGE_TASKS = {"prepare-suite", "generate-answers", "score"}
+
+
+def _task_states(flow_run_id: str) -> dict[str, str]:
+    async def read():
+        async with get_client() as client:
+            runs = await client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+            )
+        return {run.name.rsplit("-", 1)[0]: run.state.name for run in runs}
+
+    return anyio.run(read)
+
+
+def _run(capsys, *extra: str) -> tuple[str, dict[str, str]]:
+    assert main(["run", RECIPE, *extra]) == 0
+    out = capsys.readouterr().out
+    flow_run_id = next(line.split()[3] for line in out.splitlines() if line.startswith("prefect:"))
+    return out, _task_states(flow_run_id)
+
+
+@pytest.fixture(scope="module")
+def first_run(alignflow_home):
+    recipe = load_recipe(RECIPE)
+    run_dir = alignflow_home / "runs" / f"{recipe.name}-{config_hash(recipe)[:10]}"
+    return recipe, run_dir
+
+
+def test_run_tracks_resumes_and_recomputes_from_stage(capsys, first_run):
+    recipe, run_dir = first_run
+    out, states = _run(capsys)
+    assert STAGE_TASKS <= set(states) and all(states[name] == "Completed" for name in STAGE_TASKS)
+    assert "round" in out and "overall" in out and str(run_dir) in out
+
+    # The run folder: every stage complete, with a manifest naming its key.
+    answers = read_manifest(run_dir / "round-0" / "eval-answers")
+    scores = read_manifest(run_dir / "round-0" / "eval-scores")
+    assert answers["rows"] == recipe.suite.n_eval and scores["rows"] == recipe.suite.n_eval
+    assert (run_dir / "config.yaml").is_file()
+
+    # MLflow: one parent (tagged with its config hash) and a round-0 child with stepped metrics.
+    client = MlflowClient(tracking.default_tracking_uri())
+    parent_id = tracking.find_run(recipe.tracking.experiment, config_hash(recipe))
+    parent = client.get_run(parent_id)
+    assert parent.info.status == "FINISHED" and parent.data.params["model.ref"] == "tiny-llama"
+    children = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'"
+    )
+    assert [c.info.run_name for c in children] == ["round-0"]
+    history = client.get_metric_history(children[0].info.run_id, "eval/score")
+    assert [m.step for m in history] == [0] and 0.0 <= history[0].value <= 1.0
+    assert {"eval/pass_rate", "eval/length", "eval/score/arithmetic"} <= set(children[0].data.metrics)
+    assert children[0].inputs.dataset_inputs[0].dataset.name == "suite-eval"
+
+    # A second identical run recomputes nothing and logs nothing twice.
+    _, states = _run(capsys)
+    assert all(states[name] == "Cached" for name in STAGE_TASKS)
+    assert read_manifest(run_dir / "round-0" / "eval-answers")["started_at"] == answers["started_at"]
+    again = client.search_runs([parent.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'")
+    assert len(again) == 1
+
+    # --from-stage score: scoring reruns, generation does not.
+    _, states = _run(capsys, "--from-stage", "score")
+    assert states["score"] == "Completed" and states["generate-answers"] == "Cached"
+    assert read_manifest(run_dir / "round-0" / "eval-scores")["started_at"] > scores["started_at"]
+    assert read_manifest(run_dir / "round-0" / "eval-answers")["started_at"] == answers["started_at"]
