@@ -88,9 +88,9 @@ def _check(args) -> int:
 
 
 def _models_pull(args) -> int:
-    from pipeline_lib.models import pull_model
+    from pipeline_lib.models import ALIASES, pull, resolve_model
 
-    print(pull_model(args.ref, force=args.force))
+    print(pull(args.ref, force=args.force) if args.ref in ALIASES else resolve_model(args.ref))
     return 0
 
 

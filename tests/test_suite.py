@@ -85,7 +85,7 @@ def _text_perturbations(item: SuiteItem, rng: random.Random) -> list[str]:
     return wrong
 
 
-def _violate(reference: str, constraint: dict, rng: random.Random) -> str:
+def _violate(reference: str, constraint: dict) -> str:
     kind = constraint["type"]
     if kind == "json_key":
         return reference.replace(f'"{constraint["key"]}"', '"other"')
@@ -104,7 +104,7 @@ def _violate(reference: str, constraint: dict, rng: random.Random) -> str:
 
 
 def _format_perturbations(item: SuiteItem, rng: random.Random) -> list[str]:
-    return [_violate(item.reference, constraint, rng) for constraint in item.spec["constraints"]]
+    return [_violate(item.reference, constraint) for constraint in item.spec["constraints"]]
 
 
 PERTURB = {
@@ -127,6 +127,13 @@ def test_perturbed_answers_score_strictly_lower(items: list[SuiteItem]) -> None:
     assert checked == set(PERTURB)
 
 
+def test_echoing_the_input_of_a_text_task_earns_nothing(items: list[SuiteItem]) -> None:
+    text_items = [item for item in items if item.spec["check"] == "text"]
+    assert text_items
+    for item in text_items:
+        assert verify(item, item.spec["source"]).score == 0.0
+
+
 def test_every_format_constraint_kind_is_exercised(items: list[SuiteItem]) -> None:
     kinds = {c["type"] for item in items if item.family == "format" for c in item.spec["constraints"]}
     assert kinds == {"json_key", "bullets", "lowercase", "min_words", "max_words", "include", "exclude"}
@@ -134,7 +141,9 @@ def test_every_format_constraint_kind_is_exercised(items: list[SuiteItem]) -> No
 
 def test_scores_stay_in_unit_interval_for_unrelated_answers(items: list[SuiteItem]) -> None:
     rng = random.Random(3)
-    junk = ["I don't know.", "-5", "[]", "{", "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12", "- a\n- b\n- c\n- d\n- e\n- f\n- g"]
+    junk = [
+        "I don't know.", "-5", "[]", "{", "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12", "- a\n- b\n- c\n- d\n- e\n- f",
+    ]
     for item in items[::5]:
         for response in junk + [rng.choice(items).reference]:
             assert 0.0 <= verify(item, response).score <= 1.0
@@ -173,19 +182,21 @@ def test_family_and_difficulty_filters() -> None:
     assert {item.difficulty for item in chosen} == {3}
 
 
+def _cell(family: str, level: int) -> list[SuiteItem]:
+    return generate_suite("train", 40, families=[family], difficulty=[level])
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
 def test_difficulty_makes_tasks_bigger() -> None:
-    def mean_size(family: str, level: int, size) -> float:
-        chosen = generate_suite("train", 40, families=[family], difficulty=[level])
-        return sum(size(item) for item in chosen) / len(chosen)
-
-    def list_length(item: SuiteItem) -> int:
-        return len(item.prompt.split(":")[1].split(","))
-
-    assert mean_size("sorting", 3, list_length) > mean_size("sorting", 2, list_length) > mean_size("sorting", 1, list_length)
-    answer = lambda item: abs(item.spec["answer"])  # noqa: E731
-    assert mean_size("arithmetic", 3, answer) > mean_size("arithmetic", 1, answer)
-    constraints = lambda item: len(item.spec["constraints"])  # noqa: E731
-    assert [mean_size("format", level, constraints) for level in DIFFICULTIES] == [2, 3, 4]
+    list_lengths = [_mean([len(item.spec["answer"]) for item in _cell("sorting", level)]) for level in DIFFICULTIES]
+    assert list_lengths[0] < list_lengths[1] < list_lengths[2]
+    sums = [_mean([abs(item.spec["answer"]) for item in _cell("arithmetic", level)]) for level in DIFFICULTIES]
+    assert sums[0] < sums[1] and sums[0] < sums[2]
+    constraints = [{len(item.spec["constraints"]) for item in _cell("format", level)} for level in DIFFICULTIES]
+    assert constraints == [{2}, {3}, {4}]
 
 
 def test_bad_arguments_raise_user_errors() -> None:
@@ -218,6 +229,8 @@ def test_bad_rows_raise_user_errors_naming_the_field() -> None:
         SuiteItem.from_row({key: value for key, value in row.items() if key != "prompt"})
     with pytest.raises(UserError, match="spec"):
         SuiteItem.from_row(row | {"spec": "{not json"})
+    with pytest.raises(UserError, match="difficulty"):
+        SuiteItem.from_row(row | {"difficulty": "hard"})
     with pytest.raises(UserError, match="check"):
         verify(row | {"spec": json.dumps({"check": "poetry"})}, "42")
 
@@ -272,9 +285,12 @@ def test_text_answers_are_found_and_graded() -> None:
     assert verify(reverse, 'The reversed word is "nedrag".').score == 1.0
     assert verify(reverse, "Nedrag").score == 1.0
     assert 0.5 < verify(reverse, "nedrog").score < 1.0
+    assert verify(reverse, "garden").score < 0.5
     shout = {"spec": {"check": "text", "answer": "GARDEN", "case_sensitive": True, "ignore_spaces": False}}
     assert verify(shout, "In capital letters: GARDEN").score == 1.0
-    assert verify(shout, "garden").score == 0.5
+    # Echoing the input unchanged earns nothing when the task is the case change.
+    assert verify(shout, "garden").score == 0.0
+    assert 0.0 < verify(shout, "GARDEn").score < 1.0
     letters = {"spec": {"check": "text", "answer": "tgp", "case_sensitive": False, "ignore_spaces": True}}
     assert verify(letters, "T G P").score == 1.0
 

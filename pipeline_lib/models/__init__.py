@@ -2,7 +2,7 @@
 
 from pipeline_lib.models.gguf_convert import convert_gguf, load_gguf_tokenizer
 from pipeline_lib.models.loading import count_parameters, load_causal_lm, load_tokenizer, use_distinct_pad
-from pipeline_lib.models.registry import ALIASES, pull, resolve_model
+from pipeline_lib.models.registry import ALIASES, describe_models, pull, resolve_model
 from pipeline_lib.models.smollm2 import greedy_reply, smollm2_gguf
 from pipeline_lib.models.tiny import build_tiny_llama
 
@@ -11,6 +11,7 @@ __all__ = [
     "build_tiny_llama",
     "convert_gguf",
     "count_parameters",
+    "describe_models",
     "greedy_reply",
     "load_causal_lm",
     "load_gguf_tokenizer",

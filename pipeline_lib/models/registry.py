@@ -125,3 +125,13 @@ def _looks_like_path(text: str) -> bool:
 
 def _alias_list() -> str:
     return ", ".join(ALIASES)
+
+
+def describe_models() -> list[str]:
+    """One line per alias: whether it is in the cache, and what it is."""
+    lines = []
+    for name, entry in ALIASES.items():
+        folder = alias_folder(name)
+        where = str(folder) if is_built(folder, name, entry.recipe) else "not pulled yet (pulled on first use)"
+        lines.append(f"{name:<24} {entry.summary}\n{'':<24} {where}")
+    return lines

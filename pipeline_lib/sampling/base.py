@@ -81,14 +81,14 @@ class Sampler(Protocol):
     """A text generator over already-rendered prompts.
 
     ``name`` says which backend this is (for logs and for telling saved
-    samples apart); ``model`` identifies the weights it serves.
+    samples apart); ``model_id`` identifies the weights it serves.
     ``generate`` returns ``n`` samples per prompt ordered by
     (prompt_index, sample_index). Backends subclass this protocol to inherit
     the context-manager methods.
     """
 
     name: str
-    model: str
+    model_id: str
 
     def generate(self, prompts: list[str], params: SamplingParams) -> list[Sample]: ...
 

@@ -12,20 +12,12 @@ from typing import Any
 
 import torch
 from tqdm.auto import tqdm
-from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, PreTrainedModel
+from transformers import GenerationConfig, PreTrainedModel
 
+from pipeline_lib.models import load_causal_lm, load_tokenizer
 from pipeline_lib.sampling.base import FinishReason, Sample, Sampler, SamplingParams, derive_seed
 
 CHAT_END_TOKEN = "<|im_end|>"
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def _load_tokenizer(path: Path) -> Any:
-    return AutoTokenizer.from_pretrained(path, padding_side="left")
-
-
-def _load_model(path: Path, dtype: torch.dtype) -> PreTrainedModel:
-    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
 
 
 class HFSampler(Sampler):
@@ -34,20 +26,19 @@ class HFSampler(Sampler):
     def __init__(
         self,
         model_path: str | Path,
-        dtype: str | torch.dtype = "float32",
+        dtype: str = "float32",
         batch_size: int = 32,
         progress: bool = True,
         device: str | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.model = str(model_path)
+        self.model_id = str(model_path)
         self.batch_size = batch_size
         self.progress = progress
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.tokenizer = _load_tokenizer(Path(model_path))
-        torch_dtype = _DTYPES[dtype] if isinstance(dtype, str) else dtype
-        model = _load_model(Path(model_path), torch_dtype).to(self.device).eval()
+        self.tokenizer = load_tokenizer(model_path, padding_side="left")
+        model = load_causal_lm(model_path, dtype).to(self.device)
         self.stop_token_ids = _stop_token_ids(self.tokenizer, model)
         self.pad_token_id = _pad_token_id(self.tokenizer, self.stop_token_ids)
         # Sampling must be defined by SamplingParams alone, identically for
@@ -61,7 +52,8 @@ class HFSampler(Sampler):
             raise RuntimeError("this HFSampler is closed")
         if not prompts:
             return []
-        encoded = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        # Rendered prompts already hold every special token their template wants.
+        encoded = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
         empty = [i for i, ids in enumerate(encoded) if not ids]
         if empty:
             raise ValueError(f"prompts {empty[:5]} are empty; every prompt needs at least one token")
@@ -175,4 +167,6 @@ def _pad_token_id(tokenizer: Any, stop_token_ids: list[int]) -> int:
     """
     candidates = [tokenizer.pad_token_id, tokenizer.unk_token_id, *tokenizer.all_special_ids]
     distinct = [i for i in candidates if i is not None and i not in stop_token_ids]
-    return distinct[0] if distinct else stop_token_ids[0]
+    # Without a distinct one any id is still correct: a sequence ends at its
+    # first EOS, and filler only ever follows an end.
+    return distinct[0] if distinct else 0

@@ -123,7 +123,7 @@ def _shard_meta(sampler: Sampler, params: SamplingParams, ids: list[str], texts:
     prompts_digest = hashlib.sha256(json.dumps([ids, texts]).encode()).hexdigest()
     return {
         "backend": sampler.name,
-        "model": sampler.model,
+        "model": sampler.model_id,
         "params": params.describe(),
         "prompts_sha256": prompts_digest,
         "rows": len(ids) * params.n,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from rapidfuzz import fuzz
+from rapidfuzz.distance import Levenshtein
 
 from pipeline_lib.suite.extract import (
     final_number,
@@ -25,6 +25,8 @@ from pipeline_lib.suite.item import Verdict
 NUMBER_TOLERANCE = 0.25
 # Credit ceiling for a wrong final number, and for the right one said in passing.
 NEAR_MISS_CREDIT = 0.5
+# Share of list credit for having the right elements; the rest is for order.
+ELEMENT_WEIGHT = 0.3
 
 
 def _show(value: float) -> str:
@@ -58,7 +60,10 @@ def _lcs_length(first: list[Any], second: list[Any]) -> int:
 
 
 def check_list(spec: dict[str, Any], response: str) -> Verdict:
-    """Half the credit for the right elements (multiset F1), half for their order (LCS)."""
+    """Credit for the right elements (multiset F1) and, weighted more, their order (LCS).
+
+    Order dominates because echoing the input already has every element right.
+    """
     expected = list(spec["answer"])
     if spec["items"] == "str":
         expected = [str(word).lower() for word in expected]
@@ -79,31 +84,36 @@ def check_list(spec: dict[str, Any], response: str) -> Verdict:
         reasons.append(f"unexpected {extra}")
     if not missing and not extra:
         reasons.append("right elements, wrong order")
-    return Verdict(0.5 * f1 + 0.5 * order, reasons)
+    return Verdict(ELEMENT_WEIGHT * f1 + (1 - ELEMENT_WEIGHT) * order, reasons)
 
 
 def check_text(spec: dict[str, Any], response: str) -> Verdict:
-    """Exact match on the best span of the answer, else string similarity.
+    """Exact match on the best span of the answer, else edit-distance similarity.
 
-    Where case matters (e.g. "in capital letters"), a right-but-wrongly-cased
-    answer keeps half the credit.
+    Similarity counts only beyond what repeating the task's input (``source``)
+    would earn: "banana" is 4/6 of the way to "ananab" by edit distance, and
+    "red, blue" nearly equals "red-blue", yet echoing them solved nothing.
     """
     case_sensitive = bool(spec.get("case_sensitive", False))
     ignore_spaces = bool(spec.get("ignore_spaces", False))
-    answer = str(spec["answer"])
-    n_tokens = max(1, len(answer.split()))
+    expected = normalise_text(str(spec["answer"]), case_sensitive, ignore_spaces)
+    n_tokens = max(1, len(str(spec["answer"]).split()))
 
-    def similarity(candidate: str, with_case: bool) -> float:
-        expected = normalise_text(answer, with_case, ignore_spaces)
-        return fuzz.ratio(normalise_text(candidate, with_case, ignore_spaces), expected) / 100
+    def similarity(candidate: str) -> float:
+        normalised = normalise_text(candidate, case_sensitive, ignore_spaces)
+        return Levenshtein.normalized_similarity(normalised, expected)
 
-    def credit(candidate: str) -> float:
-        loose = similarity(candidate, with_case=False)
-        return 0.5 * loose + 0.5 * similarity(candidate, with_case=True) if case_sensitive else loose
+    def best_span(text: str) -> tuple[str, float]:
+        span = max(text_candidates(text, n_tokens), key=similarity, default="")
+        return span, similarity(span) if span else 0.0
 
-    best = max(text_candidates(response, n_tokens), key=credit, default="")
-    score = credit(best) if best else 0.0
-    if score == 1.0:
+    best, raw = best_span(response)
+    if raw == 1.0:
         return Verdict(1.0)
+    echo = best_span(str(spec["source"]))[1] if "source" in spec else 0.0
+    score = raw if echo >= 1.0 else max(0.0, (raw - echo) / (1.0 - echo))
     shown = best.strip() if len(best) <= 80 else best.strip()[:77] + "..."
-    return Verdict(score, [f"expected {answer!r}, closest was {shown!r}"])
+    reasons = [f"expected {spec['answer']!r}, closest was {shown!r}"]
+    if best and raw <= echo:
+        reasons.append("no closer than repeating the input")
+    return Verdict(score, reasons)

@@ -36,14 +36,16 @@ def _count_letter(rng: random.Random, text: str, what: str) -> Draft:
 
 def counting(rng: random.Random, difficulty: int) -> Draft:
     if difficulty == 1:
-        return _count_items(rng, 3, 6) if rng.random() < 0.5 else _count_words(rng, 3, 6)
+        if rng.random() < 0.5:
+            return _count_items(rng, 3, 5)
+        return _count_letter(rng, rng.choice(WORDS), "word")
     if difficulty == 2:
         shape = rng.randrange(3)
         if shape == 0:
-            return _count_items(rng, 7, 10)
+            return _count_items(rng, 6, 9)
         if shape == 1:
-            return _count_words(rng, 7, 9)
-        return _count_letter(rng, rng.choice(WORDS + LONG_WORDS), "word")
-    if rng.random() < 0.5:
+            return _count_words(rng, 3, 6)
         return _count_letter(rng, rng.choice(LONG_WORDS), "word")
+    if rng.random() < 0.5:
+        return _count_words(rng, 7, 9)
     return _count_letter(rng, as_sentence(sentence_words(rng, 5, 9)), "sentence")

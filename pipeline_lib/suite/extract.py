@@ -21,6 +21,8 @@ _NUMBER_WORDS = {
     )
 } | {"once": 1, "twice": 2, "none": 0}
 _NUMBER_WORD_RE = re.compile(r"\b(" + "|".join(_NUMBER_WORDS) + r")\b", re.IGNORECASE)
+# "double", “curly”, `code`, **bold**, or 'single' quotes not part of a word ("don't").
+_QUOTED_RE = re.compile(r'"([^"\n]+)"|“([^”\n]+)”|`([^`\n]+)`|\*\*([^*\n]+)\*\*|(?<!\w)\'([^\'\n]+)\'(?!\w)')
 _MARKER_RE = re.compile(r"^\s*(?:[-*•+]|\d+[.)])\s+")
 _WRAPPING = " \t\n\"'`*_“”‘’«»"
 _TRAILING = ".,;:!?"
@@ -101,8 +103,7 @@ def normalise_text(text: str, case_sensitive: bool, ignore_spaces: bool) -> str:
 def text_candidates(text: str, n_tokens: int) -> list[str]:
     """Spans of an answer that could be the intended string, most literal first."""
     candidates = [text]
-    quoted = re.findall(r'"([^"\n]+)"|“([^”\n]+)”|`([^`\n]+)`|\*\*([^*\n]+)\*\*|(?<!\w)\'([^\'\n]+)\'(?!\w)', text)
-    candidates += [part for group in quoted for part in group if part]
+    candidates += [part for group in _QUOTED_RE.findall(text) for part in group if part]
     for line in text.splitlines():
         if not line.strip():
             continue

@@ -38,7 +38,8 @@ def _shape(rng: random.Random, topic: Topic, facts: list[str]) -> tuple[str, str
     chosen: list[str] = []
     while count_words(" ".join(chosen)) < minimum:
         chosen.append(facts[len(chosen)])
-    return f"Write at least {minimum} words about {topic.name}.", " ".join(chosen), {"type": "min_words", "n": minimum}
+    instruction = f"Write at least {minimum} words about {topic.name}."
+    return instruction, " ".join(chosen), {"type": "min_words", "n": minimum}
 
 
 def format_task(rng: random.Random, difficulty: int) -> Draft:

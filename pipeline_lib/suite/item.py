@@ -57,11 +57,15 @@ class SuiteItem:
         missing = [name for name in ROW_FIELDS if name not in row]
         if missing:
             raise UserError(f"suite row {row.get('id', '?')!r} lacks field(s): {', '.join(missing)}")
+        try:
+            difficulty = int(row["difficulty"])
+        except (TypeError, ValueError):
+            raise UserError(f"suite row {row['id']!r}: field 'difficulty' must be an integer") from None
         return cls(
             id=str(row["id"]),
             split=str(row["split"]),
             family=str(row["family"]),
-            difficulty=int(row["difficulty"]),
+            difficulty=difficulty,
             prompt=str(row["prompt"]),
             reference=str(row["reference"]),
             spec=parse_spec(row["spec"], row_id=str(row["id"])),

@@ -17,7 +17,7 @@ def number_draft(question: str, answer: int) -> Draft:
 def _expression(rng: random.Random, difficulty: int) -> tuple[str, int]:
     randint = rng.randint
     if difficulty == 1:
-        a, b = randint(2, 50), randint(2, 50)
+        a, b = randint(1, 20), randint(1, 20)
         if rng.random() < 0.5:
             return f"{a} + {b}", a + b
         a, b = max(a, b), min(a, b)
@@ -80,9 +80,10 @@ def _story(rng: random.Random, difficulty: int) -> tuple[str, int]:
                 f"then gives {d} away. How many {things} does {name} have now?"), a + b * c - d
     if shape == 1:
         count, price = randint(2, 9), randint(2, 9)
-        bill = next(note for note in (20, 50, 100) if note > count * price)
+        cost = count * price
+        bill = next(note for note in (20, 50, 100) if note > cost)
         return (f"{name} buys {count} {things} that cost {price} dollars each and pays with a "
-                f"{bill}-dollar bill. How much change, in dollars, does {name} get back?"), bill - count * price
+                f"{bill}-dollar bill. How much change, in dollars, does {name} get back?"), bill - cost
     friends, each, kept = randint(2, 6), randint(2, 10), randint(1, 9)
     return (f"{name} has {kept + friends * each} {things}. {they} keeps {kept} and shares the rest "
             f"equally among {friends} friends. How many {things} does each friend get?"), each

@@ -50,12 +50,12 @@ def summarize(items: Sequence[ItemOrRow], responses: Sequence[str | None]) -> di
     by_family: dict[str, list[float]] = defaultdict(list)
     by_level: dict[int, list[float]] = defaultdict(list)
     scores = []
-    for item, response in zip(items, responses):
-        row = item.to_row() if isinstance(item, SuiteItem) else item
-        score = verify(row, response).score
+    for entry, response in zip(items, responses):
+        item = entry if isinstance(entry, SuiteItem) else SuiteItem.from_row(entry)
+        score = verify(item, response).score
         scores.append(score)
-        by_family[str(row["family"])].append(score)
-        by_level[int(row["difficulty"])].append(score)
+        by_family[item.family].append(score)
+        by_level[item.difficulty].append(score)
     ordered = [family for family in FAMILIES if family in by_family] + sorted(set(by_family) - set(FAMILIES))
     return {
         "overall": _stats(scores),

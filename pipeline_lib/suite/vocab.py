@@ -19,7 +19,9 @@ THINGS = [
     "shells", "cards", "balloons", "oranges", "candies",
 ]
 
-SHORT_WORDS = ["cat", "dog", "sun", "map", "cup", "hat", "pen", "box", "fox", "bag", "bed", "jar", "key", "owl"]
+SHORT_WORDS = [
+    "cat", "dog", "sun", "map", "cup", "hat", "pen", "box", "fox", "bag", "bed", "jar", "key", "owl",
+]
 
 WORDS = [
     "apple", "anchor", "arrow", "basket", "banana", "bridge", "button", "candle", "castle",
