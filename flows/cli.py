@@ -60,7 +60,9 @@ def _parser() -> argparse.ArgumentParser:
     inspect.add_argument("--split", default="train")
 
     _command(commands, "doctor", "check the installation and exit non-zero if something required is broken", _doctor)
-    _command(commands, "ui", "start the Prefect and MLflow UIs on 127.0.0.1 (ctrl-C stops both)", _ui)
+    ui = _command(commands, "ui", "start the Prefect and MLflow UIs on 127.0.0.1 (ctrl-C stops both)", _ui)
+    ui.add_argument("--prefect-port", type=int, default=4200)
+    ui.add_argument("--mlflow-port", type=int, default=5000)
     return parser
 
 
@@ -131,7 +133,7 @@ def _doctor(args) -> int:
 def _ui(args) -> int:
     from flows.ui import serve_uis
 
-    return serve_uis()
+    return serve_uis(prefect_port=args.prefect_port, mlflow_port=args.mlflow_port)
 
 
 if __name__ == "__main__":

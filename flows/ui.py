@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -39,7 +40,15 @@ def _wait_healthy(url: str, process: subprocess.Popen, timeout: float = 90.0) ->
     raise UserError(f"{url} was not healthy after {timeout:.0f} s")
 
 
+def _check_free(port: int) -> None:
+    with socket.socket() as probe:
+        if probe.connect_ex((HOST, port)) == 0:
+            raise UserError(f"port {port} on {HOST} is already in use; pick another with --prefect-port/--mlflow-port")
+
+
 def serve_uis(prefect_port: int = 4200, mlflow_port: int = 5000) -> int:
+    for port in (prefect_port, mlflow_port):
+        _check_free(port)
     env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
     artifacts = (mlflow_dir() / "artifacts").as_uri()
     commands = {
@@ -58,6 +67,10 @@ def serve_uis(prefect_port: int = 4200, mlflow_port: int = 5000) -> int:
         ),
     }
     processes: list[subprocess.Popen] = []
+    # ctrl-C and a plain `kill` both end in the finally block below; a shell
+    # that started us in the background may have left SIGINT ignored.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _interrupt)
     try:
         for name, (command, health, _) in commands.items():
             # A new session per server so ctrl-C here reaches them only through us.
@@ -76,6 +89,10 @@ def serve_uis(prefect_port: int = 4200, mlflow_port: int = 5000) -> int:
     finally:
         for process in processes:
             _stop(process)
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def _stop(process: subprocess.Popen) -> None:

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline_lib.config import SuiteConfig
-from pipeline_lib.suite import SuiteItem, generate_suite, summarize, verify
+from pipeline_lib.suite import SuiteItem, generate_suite, summarize_scores, verify
 
 ITEMS_FILE = "items.parquet"
 SCORES_FILE = "scores.parquet"
@@ -57,7 +57,7 @@ def score_samples(items_dir: Path, samples_file: Path, folder: Path) -> dict[str
             }
         )
     pq.write_table(pa.Table.from_pylist(rows), folder / SCORES_FILE)
-    summary = summarize([items[r["prompt_id"]] for r in rows], [r["response"] for r in rows])
+    summary = summarize_scores([(r["family"], r["difficulty"], r["score"]) for r in rows])
     lengths = [r["completion_tokens"] for r in rows]
     metrics = {
         "score": summary["overall"]["mean_score"],
@@ -82,6 +82,25 @@ def flat_metrics(metrics: dict[str, Any], prefix: str = "eval") -> dict[str, flo
         flat[f"{prefix}/score/{family}"] = float(stats["mean_score"])
         flat[f"{prefix}/pass_rate/{family}"] = float(stats["pass_rate"])
     return flat
+
+
+def family_figure(metrics: dict[str, Any], title: str):
+    """Bar chart of mean score and pass rate per family (a matplotlib Figure, no global state)."""
+    from matplotlib.figure import Figure
+
+    families = list(metrics["families"])
+    scores = [metrics["families"][f]["mean_score"] for f in families]
+    passes = [metrics["families"][f]["pass_rate"] for f in families]
+    figure = Figure(figsize=(8, 3.5), layout="constrained")
+    axes = figure.add_subplot()
+    positions = range(len(families))
+    axes.bar([p - 0.2 for p in positions], scores, width=0.4, label="mean score")
+    axes.bar([p + 0.2 for p in positions], passes, width=0.4, label="pass rate")
+    axes.set_xticks(list(positions), families, rotation=20)
+    axes.set_ylim(0, 1)
+    axes.set_title(title)
+    axes.legend()
+    return figure
 
 
 def family_table(metrics: dict[str, Any]) -> str:

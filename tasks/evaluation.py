@@ -5,7 +5,14 @@ from pathlib import Path
 from prefect import task
 
 from pipeline_lib import tracking
-from pipeline_lib.evaluation import ITEMS_FILE, SCORES_FILE, flat_metrics, read_metrics, score_samples
+from pipeline_lib.evaluation import (
+    ITEMS_FILE,
+    SCORES_FILE,
+    family_figure,
+    flat_metrics,
+    read_metrics,
+    score_samples,
+)
 from pipeline_lib.store import build_stage, digest_path
 from tasks.sampling import SAMPLES_FILE
 from tasks.stage import stage_task
@@ -29,7 +36,8 @@ def log_evaluation(parent_run_id: str, round_index: int, scores_dir: str, items_
     A rerun that reuses the same scores finds the child it logged before and
     logs nothing again, so resuming never duplicates rows or points.
     """
-    metrics = flat_metrics(read_metrics(Path(scores_dir)))
+    summary = read_metrics(Path(scores_dir))
+    metrics = flat_metrics(summary)
     name, tags = f"round-{round_index}", {TAG_SCORES: digest_path(scores_dir)}
     if tracking.find_child_run(parent_run_id, name, tags):
         return metrics
@@ -41,6 +49,8 @@ def log_evaluation(parent_run_id: str, round_index: int, scores_dir: str, items_
             _sample_rows(Path(scores_dir) / SCORES_FILE), f"eval_samples_round{round_index}.json", run_id=run_id
         )
         tracking.log_artifact(Path(scores_dir) / "metrics.json", "eval", run_id=run_id)
+        figure = family_figure(summary, f"held-out suite, round {round_index}")
+        tracking.log_figure(figure, f"eval/families_round{round_index}.png", run_id=run_id)
     tracking.log_metrics(metrics, step=round_index, run_id=parent_run_id)
     return metrics
 

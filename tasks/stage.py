@@ -40,4 +40,6 @@ def stage_task(name: str, *, tags: tuple[str, ...] = (), retries: int = 0, **opt
 def run_stage(stage: Task, out_dir: Path, key: str, force: bool = False, **params: Any) -> Any:
     """Call a stage task, bypassing Prefect's cache when the output on disk is missing or forced."""
     refresh = force or not is_complete(Path(out_dir), key)
+    where = f"{Path(out_dir).parent.name}/{Path(out_dir).name}"
+    print(f"stage {stage.name} ({where}): {'forced' if force else 'running' if refresh else 'reusing finished output'}")
     return stage.with_options(refresh_cache=refresh)(out_dir=str(out_dir), key=key, force=force, **params)

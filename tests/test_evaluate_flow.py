@@ -68,6 +68,8 @@ def test_run_tracks_resumes_and_recomputes_from_stage(capsys, first_run):
     assert [m.step for m in history] == [0] and 0.0 <= history[0].value <= 1.0
     assert {"eval/pass_rate", "eval/length", "eval/score/arithmetic"} <= set(children[0].data.metrics)
     assert children[0].inputs.dataset_inputs[0].dataset.name == "suite-eval"
+    artifacts = {a.path for a in client.list_artifacts(children[0].info.run_id, "eval")}
+    assert {"eval/metrics.json", "eval/families_round0.png"} <= artifacts
 
     # A second identical run recomputes nothing and logs nothing twice.
     _, states = _run(capsys)

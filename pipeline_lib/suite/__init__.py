@@ -7,7 +7,7 @@
 
 from pipeline_lib.suite.generate import DIFFICULTIES, FAMILIES, generate_suite, split_of
 from pipeline_lib.suite.item import SuiteItem, Verdict
-from pipeline_lib.suite.verify import summarize, verify
+from pipeline_lib.suite.verify import summarize, summarize_scores, verify
 
 __all__ = [
     "DIFFICULTIES",
@@ -17,5 +17,6 @@ __all__ = [
     "generate_suite",
     "split_of",
     "summarize",
+    "summarize_scores",
     "verify",
 ]

@@ -47,18 +47,23 @@ def summarize(items: Sequence[ItemOrRow], responses: Sequence[str | None]) -> di
     """Mean score, pass rate (score 1) and count: overall, per family, per difficulty."""
     if len(items) != len(responses):
         raise UserError(f"suite summary: {len(items)} items but {len(responses)} responses")
-    by_family: dict[str, list[float]] = defaultdict(list)
-    by_level: dict[int, list[float]] = defaultdict(list)
-    scores = []
+    scored = []
     for entry, response in zip(items, responses):
         item = entry if isinstance(entry, SuiteItem) else SuiteItem.from_row(entry)
-        score = verify(item, response).score
-        scores.append(score)
-        by_family[item.family].append(score)
-        by_level[item.difficulty].append(score)
+        scored.append((item.family, item.difficulty, verify(item, response).score))
+    return summarize_scores(scored)
+
+
+def summarize_scores(scored: Sequence[tuple[str, int, float]]) -> dict[str, Any]:
+    """The same summary from scores already computed, as (family, difficulty, score) triples."""
+    by_family: dict[str, list[float]] = defaultdict(list)
+    by_level: dict[int, list[float]] = defaultdict(list)
+    for family, level, score in scored:
+        by_family[family].append(score)
+        by_level[level].append(score)
     ordered = [family for family in FAMILIES if family in by_family] + sorted(set(by_family) - set(FAMILIES))
     return {
-        "overall": _stats(scores),
+        "overall": _stats([score for _, _, score in scored]),
         "families": {family: _stats(by_family[family]) for family in ordered},
         "difficulties": {str(level): _stats(by_level[level]) for level in sorted(by_level)},
     }
