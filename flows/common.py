@@ -31,4 +31,6 @@ def pipeline_run(recipe_path: str, overrides: list[str] | None) -> Iterator[tupl
     with tracking.start_pipeline_run(
         recipe.tracking.experiment, layout.name, recipe.to_dict(), layout.config_hash, tags=tags, resume_run_id=previous
     ) as parent:
+        # A resumed parent keeps its first tags; point it at the flow run doing the work now.
+        tracking.set_tags(tags, run_id=parent.info.run_id)
         yield recipe, layout, parent.info.run_id

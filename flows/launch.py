@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
 from pipeline_lib.config import load_recipe
 from pipeline_lib.errors import UserError
+from pipeline_lib.models import check_reference
 from pipeline_lib.runs import stages_to_force
 
 
@@ -22,20 +24,43 @@ def _flow_module(method: str):
     return importlib.import_module(FLOW_MODULES[method])
 
 
+class _UserErrorsInOneLine(logging.Filter):
+    """Keep Prefect's console from printing tracebacks for mistakes the CLI reports in one line.
+
+    Only the console is filtered: the Prefect UI keeps the full record.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not isinstance(error, UserError) and "UserError" not in record.getMessage()
+
+
+def _quiet_user_errors_on_console() -> None:
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, _UserErrorsInOneLine) for f in handler.filters):
+            handler.addFilter(_UserErrorsInOneLine())
+
+
 def launch(recipe_path: str, overrides: list[str], from_stage: str | None = None) -> int:
     # Validate before Prefect starts, so a typo costs a second, not a server start.
     recipe = load_recipe(recipe_path, overrides)
     module = _flow_module(recipe.method)
     stages_to_force(module.STAGES, from_stage)
     flow_fn = module.FLOW
+    check_reference(recipe.model.ref)
+    _quiet_user_errors_on_console()
     print(f"alignflow: running {recipe.method} recipe {recipe.name!r} ({recipe_path})", file=sys.stderr)
     state = flow_fn(
         recipe=str(Path(recipe_path).resolve()), overrides=list(overrides), from_stage=from_stage, return_state=True
     )
     flow_run_id = state.state_details.flow_run_id
-    if state.is_failed():
+    try:
+        result = state.result()  # re-raises the flow's error, a UserError included
+    except UserError:
+        raise
+    except Exception:
         print(f"alignflow: flow run {flow_run_id} failed; rerun the same command to resume", file=sys.stderr)
-    result = state.result()  # re-raises the flow's error, a UserError included
+        raise
     print_report(result, flow_run_id)
     return 0
 
@@ -61,8 +86,6 @@ def _mlflow_location(run_id: str) -> str:
 
     uri = mlflow.get_tracking_uri()
     experiment_id = mlflow.MlflowClient().get_run(run_id).info.experiment_id
-    if uri.startswith("sqlite:"):
-        return f"{uri}; `make ui` shows it at http://127.0.0.1:5000/#/experiments/{experiment_id}/runs/{run_id}"
     return tracking.run_url(uri, experiment_id, run_id) or uri
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from pipeline_lib.errors import UserError
 from pipeline_lib.store import atomic_write_text
@@ -37,16 +37,24 @@ class SuiteConfig(Section):
     n_eval: int = Field(128, ge=1)
     seed: int = 0
 
-    @model_validator(mode="after")
-    def _known_families(self) -> SuiteConfig:
+    @field_validator("families")
+    @classmethod
+    def _known_families(cls, families: list[str] | None) -> list[str] | None:
         from pipeline_lib.suite import FAMILIES
 
-        unknown = sorted(set(self.families or []) - set(FAMILIES))
-        if unknown:
-            raise ValueError(f"unknown families {unknown}; choose from {list(FAMILIES)}")
-        if not self.difficulty or any(d not in (1, 2, 3) for d in self.difficulty):
-            raise ValueError("difficulty levels must be a non-empty subset of [1, 2, 3]")
-        return self
+        unknown = sorted(set(families or []) - set(FAMILIES))
+        if unknown or families == []:
+            raise ValueError(f"unknown or no families {unknown}; choose from {list(FAMILIES)}")
+        return families
+
+    @field_validator("difficulty")
+    @classmethod
+    def _known_levels(cls, levels: list[int]) -> list[int]:
+        from pipeline_lib.suite import DIFFICULTIES
+
+        if not levels or any(level not in DIFFICULTIES for level in levels):
+            raise ValueError(f"levels must be a non-empty subset of {list(DIFFICULTIES)}")
+        return levels
 
 
 class DataConfig(Section):
@@ -61,14 +69,14 @@ class DataConfig(Section):
 
 
 class SamplerConfig(Section):
-    backend: Literal["auto", "hf", "vllm"] = "auto"
+    # `vllm` (and `base_url` for a running server) arrive with the vLLM backend.
+    backend: Literal["auto", "hf"] = "auto"
     temperature: float = Field(0.8, ge=0.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     max_new_tokens: int = Field(128, ge=1)
     n: int = Field(1, ge=1, description="samples per prompt")
     batch_size: int = Field(32, ge=1)
     seed: int = 0
-    base_url: str | None = Field(None, description="an already running OpenAI-compatible server")
 
 
 class LoraConfig(Section):

@@ -1,8 +1,9 @@
-"""Where one pipeline run keeps its outputs: ``runs/<name>-<hash>/<round>/<stage>/``.
+"""One pipeline run's folder: ``runs/<name>-<hash>/`` with its resolved config and
+``<round>/<stage>`` links to the key-addressed stage outputs it used.
 
 The folder is named by the recipe's hash, so rerunning the same command finds
-the same folder and resumes, while any change of an output-affecting setting
-starts a fresh one.
+the same folder; a changed setting starts a new folder, but its stages still
+reuse every output whose inputs did not change.
 """
 
 from __future__ import annotations
@@ -25,13 +26,9 @@ class RunLayout:
         return self.root.name
 
     def stage(self, stage: str, round_index: int | None = None) -> Path:
-        """A stage's folder; stages outside any round (data prep) live under ``shared/``."""
+        """Where the run folder links a stage's output; data prep outside any round goes under ``shared/``."""
         group = "shared" if round_index is None else f"round-{round_index}"
         return self.root / group / stage
-
-    def scratch(self, stage_dir: Path) -> Path:
-        """A persistent scratch folder beside a stage (shards survive a crash of the stage)."""
-        return stage_dir.with_name(stage_dir.name + ".partial")
 
 
 def open_run(recipe: Recipe) -> RunLayout:

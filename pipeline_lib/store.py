@@ -1,9 +1,11 @@
 """Stage outputs on disk: atomic writes, manifests, digests and cache keys.
 
-A stage output is a folder that appears under its final name only once it is
-complete, with a ``manifest.json`` recording the key it was built for. That
-makes resume a property of the file system: a killed stage leaves at most a
-hidden temporary folder, and a finished one is recognised by its key alone.
+A stage output is a folder addressed by its key, ``stages/<stage>/<key>/``,
+that appears under that name only once complete, with a ``manifest.json``
+recording the key. Resume is then a property of the file system: a killed
+stage leaves at most a hidden temporary folder, a finished one is found by
+its key alone, and every run whose stage has the same inputs shares it. Run
+folders link to the stage folders they used.
 """
 
 from __future__ import annotations
@@ -19,8 +21,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from pipeline_lib.home import alignflow_home
+
 MANIFEST = "manifest.json"
 _CHUNK = 1 << 20
+# Stage folders are named by this many hex digits of their key.
+_KEY_CHARS = 24
 
 
 def cache_key(stage: str, config_hash: str, input_digests: Mapping[str, str]) -> str:
@@ -45,15 +51,39 @@ def digest_file(path: Path) -> str:
     return sha.hexdigest()
 
 
+def stage_dir(stage: str, key: str) -> Path:
+    """Where the output of ``stage`` for ``key`` lives, whichever run asks for it."""
+    return alignflow_home() / "stages" / stage / key[:_KEY_CHARS]
+
+
 def digest_path(path: str | Path) -> str:
-    """Content digest of a file or folder; a folder with a manifest is known by the digest recorded there."""
-    path = Path(path)
+    """Content digest of a file or folder.
+
+    A folder with a manifest is known by the digest recorded there; any other
+    folder (a local model, say) is hashed once and then remembered for as long
+    as its files keep their sizes and modification times.
+    """
+    path = Path(path).resolve()
     if path.is_file():
         return digest_file(path)
     if not path.is_dir():
         raise FileNotFoundError(f"cannot digest {path}: no such file or folder")
     recorded = (read_manifest(path) or {}).get("digest")
-    return recorded or digest_tree(path)
+    return recorded or _remembered_digest(path)
+
+
+def _remembered_digest(folder: Path) -> str:
+    stats = [
+        (file.relative_to(folder).as_posix(), file.stat().st_size, file.stat().st_mtime_ns)
+        for file in sorted(p for p in folder.rglob("*") if p.is_file())
+    ]
+    fingerprint = hashlib.sha256(json.dumps([str(folder), stats]).encode()).hexdigest()
+    memo = alignflow_home() / "digests" / fingerprint
+    if memo.is_file():
+        return memo.read_text().strip()
+    digest = digest_tree(folder)
+    atomic_write_text(memo, digest)
+    return digest
 
 
 def digest_tree(folder: Path) -> str:
@@ -65,11 +95,64 @@ def digest_tree(folder: Path) -> str:
     return sha.hexdigest()
 
 
+def _temp_sibling(path: Path, kind: str = "tmp") -> Path:
+    # The pid in the name lets a later attempt tell a dead writer's leftovers
+    # from a live writer's work in progress.
+    return path.with_name(f".{path.name}.{kind}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp = _temp_sibling(path)
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def atomic_write_parquet(table: Any, path: Path) -> None:
+    """Write a pyarrow table so that ``path`` is either absent or complete."""
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_sibling(path)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def link(link_path: Path, target: Path) -> None:
+    """Point ``link_path`` at ``target`` with a symlink, replacing what was there in one rename."""
+    link_path.parent.mkdir(parents=True, exist_ok=True)
+    if link_path.is_dir() and not link_path.is_symlink():
+        shutil.rmtree(link_path)
+    tmp = _temp_sibling(link_path, "link")
+    os.symlink(Path(target).resolve(), tmp)
+    os.replace(tmp, link_path)
+
+
+def _sweep_dead_leftovers(final: Path) -> None:
+    """Remove temporary siblings of ``final`` left by writers that were killed."""
+    for leftover in final.parent.glob(f".{final.name}.*-*-*"):
+        kind_and_pid = leftover.name[len(final.name) + 2 :].split("-")
+        if len(kind_and_pid) < 3 or kind_and_pid[0] not in ("tmp", "old") or not kind_and_pid[1].isdigit():
+            continue
+        if _alive(int(kind_and_pid[1])):
+            continue
+        if leftover.is_dir() and not leftover.is_symlink():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def read_manifest(folder: Path) -> dict[str, Any] | None:
@@ -90,7 +173,8 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     """Yield a temporary sibling folder; on success it replaces ``final`` in one rename."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
+    _sweep_dead_leftovers(final)
+    tmp = _temp_sibling(final)
     tmp.mkdir()
     try:
         yield tmp
@@ -100,7 +184,7 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     if final.exists():
         # A directory cannot be replaced by rename while it exists; move the old
         # one aside first so the window without a complete output is one rename.
-        old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
+        old = _temp_sibling(final, "old")
         os.replace(final, old)
         os.replace(tmp, final)
         shutil.rmtree(old, ignore_errors=True)

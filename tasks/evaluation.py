@@ -51,7 +51,9 @@ def log_evaluation(parent_run_id: str, round_index: int, scores_dir: str, items_
         tracking.log_artifact(Path(scores_dir) / "metrics.json", "eval", run_id=run_id)
         figure = family_figure(summary, f"held-out suite, round {round_index}")
         tracking.log_figure(figure, f"eval/families_round{round_index}.png", run_id=run_id)
-    tracking.log_metrics(metrics, step=round_index, run_id=parent_run_id)
+        # Inside the block: the child only ends FINISHED (and is skipped on a
+        # rerun) once the parent has its point too.
+        tracking.log_metrics(metrics, step=round_index, run_id=parent_run_id)
     return metrics
 
 

@@ -1,12 +1,10 @@
-"""Model provisioning as a task: a reference in, a local folder and its digest out."""
+"""Model provisioning as a task: a reference in, a local folder out (pulled on first use)."""
 
 from prefect import task
 
 from pipeline_lib.models import resolve_model
-from pipeline_lib.store import digest_path
 
 
 @task(name="provision-model", tags=["io"])
-def provision_model(ref: str) -> dict[str, str]:
-    path = resolve_model(ref)
-    return {"path": str(path), "digest": digest_path(path)}
+def provision_model(ref: str) -> str:
+    return str(resolve_model(ref))

@@ -1,21 +1,26 @@
 """How every pipeline stage becomes a cached, resumable Prefect task.
 
-A stage task takes ``out_dir`` and ``key`` (from ``pipeline_lib.store.cache_key``)
-among its parameters. Prefect caches on that key alone, so results are shared
-across retries, reruns and new flow runs with the same inputs; the folder's
-manifest is the ground truth, so a deleted output is rebuilt, not trusted.
+A stage's key is ``store.cache_key`` of its name and version, the hash of the
+config it reads, and the digests of its inputs. Its output lives in the
+key-addressed ``store.stage_dir``, so the key alone says where the output
+is: a retry, a rerun, and another run with the same inputs all find it, and
+the run folder only links to it. Prefect caches on the same key; the folder's
+manifest stays the ground truth, so a deleted output is rebuilt, not trusted.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from prefect import Task, task
 from prefect.cache_policies import CachePolicy
+from pydantic_core import to_jsonable_python
 
-from pipeline_lib.store import is_complete
+from pipeline_lib.config import hash_json
+from pipeline_lib.store import cache_key, digest_path, is_complete, link, stage_dir
 from tasks.settings import cache_key_storage
 
 
@@ -26,9 +31,13 @@ class StageKey(CachePolicy):
         return inputs.get("key")
 
 
-def stage_task(name: str, *, tags: tuple[str, ...] = (), retries: int = 0, **options: Any) -> Callable[[Callable], Task]:
+def stage_task(
+    name: str, *, version: int = 1, tags: tuple[str, ...] = (), retries: int = 0, **options: Any
+) -> Callable[[Callable], Task]:
+    """Declare a stage. Bump ``version`` when its code changes what it writes, so old outputs are not reused."""
     return task(
         name=name,
+        version=str(version),
         cache_policy=StageKey().configure(key_storage=cache_key_storage()),
         persist_result=True,
         tags=list(tags),
@@ -37,9 +46,33 @@ def stage_task(name: str, *, tags: tuple[str, ...] = (), retries: int = 0, **opt
     )
 
 
-def run_stage(stage: Task, out_dir: Path, key: str, force: bool = False, **params: Any) -> Any:
-    """Call a stage task, bypassing Prefect's cache when the output on disk is missing or forced."""
-    refresh = force or not is_complete(Path(out_dir), key)
-    where = f"{Path(out_dir).parent.name}/{Path(out_dir).name}"
-    print(f"stage {stage.name} ({where}): {'forced' if force else 'running' if refresh else 'reusing finished output'}")
-    return stage.with_options(refresh_cache=refresh)(out_dir=str(out_dir), key=key, force=force, **params)
+def run_stage(
+    stage: Task,
+    *,
+    config: Any,
+    inputs: Mapping[str, str | Path],
+    link_as: Path,
+    force: bool = False,
+    **params: Any,
+) -> str:
+    """Run (or reuse) a stage and link its output into the run folder at ``link_as``; return the output folder.
+
+    ``config`` is what the stage reads from the recipe (hashed into the key);
+    ``inputs`` are the files or folders it reads (their digests go into the key).
+    """
+    key = cache_key(
+        f"{stage.name}@v{stage.version}",
+        hash_json(to_jsonable_python(config)),
+        {name: digest_path(path) for name, path in inputs.items()},
+    )
+    out_dir = stage_dir(stage.name, key)
+    refresh = force or not is_complete(out_dir, key)
+    status = "forced" if force else "running" if refresh else "reusing finished output"
+    # stderr, not Prefect's logger: the console shows WARNING and above only,
+    # and the UI already shows each stage's state (Cached / Completed).
+    print(f"stage {stage.name} ({link_as.parent.name}/{link_as.name}): {status}", file=sys.stderr, flush=True)
+    stage.with_options(refresh_cache=refresh)(out_dir=str(out_dir), key=key, force=force, **params)
+    link(link_as, out_dir)
+    # The folder is a function of the key; a cached return value from another
+    # time can never point anywhere else.
+    return str(out_dir)

@@ -5,6 +5,7 @@ because Prefect reads its settings (derived from the home) once at import.
 """
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -36,11 +37,12 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _stop_ephemeral_prefect_server():
-    """Stop the ephemeral Prefect API this session started, while pytest can still log.
+def _stop_ephemeral_prefect_server_and_clean_home():
+    """Stop the ephemeral Prefect API this session started, then remove the session's home.
 
-    Left to Prefect's atexit hook it stops after pytest closed its streams and
-    prints a spurious logging traceback.
+    Left to Prefect's atexit hook the server stops after pytest closed its
+    streams and prints a spurious logging traceback; the home holds a
+    converted 538 MB model that must not pile up in /tmp run after run.
     """
     yield
     import sys
@@ -52,3 +54,4 @@ def _stop_ephemeral_prefect_server():
         APILogWorker.drain_all(timeout=10)
         for server in list(SubprocessASGIServer._instances.values()):
             server.stop()
+    shutil.rmtree(_HOME, ignore_errors=True)

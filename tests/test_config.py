@@ -50,8 +50,9 @@ def test_unknown_top_level_section(recipe_file):
         ("sampler.backend=tpu", "sampler.backend"),
         ("sampler.top_p=1.5", "sampler.top_p"),
         ("train.batch_size=many", "train.batch_size"),
-        ("suite.families=[arithmetic,astrology]", "suite"),
-        ("suite.difficulty=[4]", "suite"),
+        ("suite.families=[arithmetic,astrology]", "suite.families"),
+        ("suite.difficulty=[4]", "suite.difficulty"),
+        ("sampler.backend=vllm", "sampler.backend"),
         ("name=has space", "name"),
     ],
 )

@@ -3,6 +3,7 @@
 import csv
 import gzip
 import json
+import logging
 from collections import Counter
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 from pipeline_lib.data import content_hash, features_for, load_rows
 from pipeline_lib.errors import UserError
 from pipeline_lib.home import alignflow_home
+from pipeline_lib.hub import is_hub_id
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 HH = SHARED / "hh-rlhf-harmless-base-test.jsonl.gz"
@@ -22,6 +24,19 @@ REFERENCES = SHARED / "mt-bench-reference-gpt4.jsonl"
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
     return path
+
+
+def write_bytes(path: Path, data: bytes) -> Path:
+    """Write ``data``, gzipped when the name ends in .gz."""
+    path.write_bytes(gzip.compress(data) if path.suffix == ".gz" else data)
+    return path
+
+
+def gzip_jsonl_cut_mid_stream() -> bytes:
+    """A gzip file of JSON Lines with a valid header, cut off halfway through its compressed data."""
+    lines = "".join(json.dumps({"prompt": f"question {index}: {'why ' * (index % 7)}?"}) + "\n" for index in range(500))
+    data = gzip.compress(lines.encode())
+    return data[: len(data) // 2]
 
 
 def roles(messages: list[dict]) -> list[str]:
@@ -291,11 +306,90 @@ def test_a_json_array_file_loads(tmp_path):
     assert (alignflow_home() / "datasets-cache").is_dir()
 
 
-def test_a_file_datasets_cannot_parse_is_a_user_error_naming_it(tmp_path):
-    source = tmp_path / "broken.jsonl"
-    source.write_text('{"prompt": "fine"}\n{"prompt": oops}\n', encoding="utf-8")
-    with pytest.raises(UserError, match=r"broken\.jsonl.*JSON parse error"):
+@pytest.mark.parametrize("suffix", [".jsonl", ".jsonl.gz"])
+def test_a_jsonl_line_that_does_not_parse_is_skipped_and_the_rest_load(tmp_path, suffix):
+    lines = [
+        json.dumps({"id": 7, "prompt": "first", "topic": "a"}),
+        '{"prompt": oops}',
+        "",
+        json.dumps({"id": "b", "prompt": ["second", "third"], "topic": "b"}),
+    ]
+    source = tmp_path / f"mixed{suffix}"
+    write_bytes(source, "".join(line + "\n" for line in lines).encode())
+    result = load_rows(str(source), "prompt")
+    assert (result.n_read, result.n_kept, result.skipped) == (3, 2, {"not valid JSON": 1})
+    assert [(example.row, example.reason) for example in result.examples] == [(1, "not valid JSON")]
+    # Blank lines get no row number, as when datasets reads the file itself.
+    assert result.rows["source_row"] == [0, 2]
+    assert result.rows["id"] == ["7", "b"] and result.rows["turns"] == [["first"], ["second", "third"]]
+    assert result.rows["metadata"] == [{"topic": "a"}, {"topic": "b"}]
+    assert result.summary() == f"kept 2 of 3 rows from {source}; skipped 1: not valid JSON (1)"
+
+
+def test_a_jsonl_file_with_no_parseable_line_is_a_user_error_naming_it(tmp_path):
+    source = tmp_path / "garbage.jsonl"
+    source.write_text("oops\n[1, 2]\n{not json\n", encoding="utf-8")
+    with pytest.raises(UserError) as caught:
         load_rows(str(source), "prompt")
+    message = str(caught.value)
+    assert str(source) in message and "none of its 3 rows is a JSON object" in message
+    assert "row 0: not valid JSON" in message and "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "problem"),
+    [
+        ("broken.csv", "prompt,topic\nfine,a\none,b,too,many\n", "Expected 2 fields"),
+        ("broken.parquet", "this is not parquet", "magic bytes"),
+        ("broken.json", '[{"prompt": "fine"}, {"prompt": oops}]', "as json"),
+    ],
+)
+def test_a_csv_parquet_or_json_array_file_that_cannot_be_parsed_is_a_user_error_naming_it(
+    tmp_path, name, content, problem
+):
+    source = tmp_path / name
+    source.write_text(content, encoding="utf-8")
+    with pytest.raises(UserError) as caught:
+        load_rows(str(source), "prompt")
+    message = str(caught.value)
+    assert message.startswith(f"cannot read {source} as ") and problem in message and "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("not-gzip.jsonl.gz", b"plain text that is not gzip\n"),
+        ("truncated.jsonl.gz", gzip_jsonl_cut_mid_stream()),
+        ("not-gzip.csv.gz", b"prompt\nhello\n"),
+    ],
+)
+def test_a_damaged_gzip_file_is_a_one_line_user_error_naming_it(tmp_path, name, content):
+    source = tmp_path / name
+    source.write_bytes(content)
+    with pytest.raises(Exception) as caught:
+        load_rows(str(source), "prompt")
+    # Not gzip.BadGzipFile, EOFError or zlib.error: those would reach the user as a traceback.
+    assert isinstance(caught.value, UserError)
+    message = str(caught.value)
+    assert message.startswith(f"cannot read {source} as ") and "damaged or truncated .gz file" in message
+    assert "\n" not in message
+
+
+def test_datasets_prints_and_logs_nothing_during_loads(tmp_path, caplog, capfd):
+    level, bars = logging.getLogger("datasets").level, datasets.is_progress_bar_enabled()
+    good = write_jsonl(tmp_path / "good.jsonl", [{"prompt": "a"}, {"prompt": "b"}])
+    recovered = tmp_path / "recovered.jsonl"
+    recovered.write_text('{"prompt": "a"}\n{"prompt": oops}\n', encoding="utf-8")
+    # JSON Lines without the .jsonl suffix get no line-by-line fallback, so this load fails.
+    failing = tmp_path / "failing.json"
+    failing.write_text('{"prompt": "a"}\n{"prompt": oops}\n', encoding="utf-8")
+    assert load_rows(str(good), "prompt").n_kept == 2
+    assert load_rows(str(recovered), "prompt").n_kept == 1
+    with pytest.raises(UserError, match="failing.json"):
+        load_rows(str(failing), "prompt")
+    assert [record.getMessage() for record in caplog.records if record.name.startswith("datasets")] == []
+    assert capfd.readouterr().err == ""
+    assert (logging.getLogger("datasets").level, datasets.is_progress_bar_enabled()) == (level, bars)
 
 
 def test_all_rows_invalid_is_a_user_error_with_top_reasons(tmp_path):
@@ -342,3 +436,24 @@ def test_offline_local_files_load_and_hub_ids_fail_clearly(monkeypatch):
     assert load_rows(str(QUESTIONS), "prompt", limit=2).n_kept == 2
     with pytest.raises(UserError, match="hub dataset 'nobody/no-such-dataset' \\(split 'test'\\)"):
         load_rows("nobody/no-such-dataset", "prompt", split="test")
+
+
+def test_only_names_that_follow_the_hubs_rules_are_taken_for_hub_ids():
+    for text in ("org/name", "HuggingFaceTB/SmolLM2-135M-Instruct", "my_org/data.v2_", "o/" + "x" * 96):
+        assert is_hub_id(text), text
+    for text in (
+        "name",
+        "a/b/c",
+        "org/na--me",
+        "org/na..me",
+        "org/name.",
+        "-org/name",
+        "org/name.git",
+        "órg/name",
+        "./data",
+        "o/" + "x" * 97,
+        "org/name\n",
+    ):
+        assert not is_hub_id(text), text
+    with pytest.raises(UserError, match="'org/na--me' is neither an existing file or folder nor a hub id"):
+        load_rows("org/na--me", "prompt")

@@ -1,5 +1,8 @@
 """The evaluate recipe end to end with the tiny model: real Prefect, real MLflow, resume."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import anyio
@@ -78,8 +81,32 @@ def test_run_tracks_resumes_and_recomputes_from_stage(capsys, first_run):
     again = client.search_runs([parent.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'")
     assert len(again) == 1
 
+    # A setting the stages do not read starts a new run folder but reuses every stage.
+    _, states = _run(capsys, "train.lr=3e-5")
+    assert all(states[name] == "Cached" for name in STAGE_TASKS)
+    other = load_recipe(RECIPE, ["train.lr=3e-5"])
+    other_dir = run_dir.parent / f"{other.name}-{config_hash(other)[:10]}"
+    assert (other_dir / "round-0" / "eval-answers").resolve() == (run_dir / "round-0" / "eval-answers").resolve()
+
     # --from-stage score: scoring reruns, generation does not.
     _, states = _run(capsys, "--from-stage", "score")
     assert states["score"] == "Completed" and states["generate-answers"] == "Cached"
     assert read_manifest(run_dir / "round-0" / "eval-scores")["started_at"] > scores["started_at"]
     assert read_manifest(run_dir / "round-0" / "eval-answers")["started_at"] == answers["started_at"]
+
+
+def test_user_error_inside_the_flow_is_one_line():
+    # A hub id passes the early checks; only the download attempt inside the
+    # flow fails. A real process, as a user runs it: what reaches the terminal.
+    script = Path(sys.executable).with_name("alignflow")
+    result = subprocess.run(
+        [str(script), "run", RECIPE, "model.ref=nobody/no-such-model"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and "nobody/no-such-model" in errors[0]

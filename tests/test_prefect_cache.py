@@ -1,11 +1,14 @@
 """A real Prefect flow (ephemeral API) whose two stages are cached by stage key."""
 
+import shutil
 from pathlib import Path
 
+import anyio
 from prefect import flow
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.sorting import FlowRunSort
 
-from pipeline_lib.store import build_stage, cache_key, digest_path
+from pipeline_lib.store import build_stage
 from tasks.stage import run_stage, stage_task
 
 EXECUTIONS: list[str] = []
@@ -22,39 +25,39 @@ def double(out_dir: str, key: str, force: bool, source: str) -> str:
 
 
 @stage_task("total")
-def total(out_dir: str, key: str, force: bool, doubled: str) -> str:
+def total(out_dir: str, key: str, force: bool, doubled: str, offset: int) -> str:
     def build(folder: Path):
         EXECUTIONS.append("total")
         numbers = [int(x) for x in (Path(doubled) / "out.txt").read_text().split()]
-        (folder / "total.txt").write_text(str(sum(numbers)))
+        (folder / "total.txt").write_text(str(sum(numbers) + offset))
 
     return str(build_stage(Path(out_dir), "total", key, build, force=force))
 
 
 @flow(name="two-stage-test")
-def two_stage(source: str, run_dir: str, from_stage: str | None = None) -> int:
+def two_stage(source: str, run_dir: str, offset: int = 0, from_stage: str | None = None) -> int:
     run = Path(run_dir)
-    doubled_key = cache_key("double", "cfg", {"source": digest_path(source)})
-    doubled = run_stage(double, run / "double", doubled_key, force=from_stage == "double", source=source)
-    total_key = cache_key("total", "cfg", {"doubled": digest_path(doubled)})
-    summed = run_stage(total, run / "total", total_key, force=from_stage in ("double", "total"), doubled=doubled)
+    doubled = run_stage(
+        double, config={}, inputs={"source": source}, link_as=run / "double", force=from_stage == "double", source=source
+    )
+    summed = run_stage(
+        total,
+        config={"offset": offset},
+        inputs={"doubled": doubled},
+        link_as=run / "total",
+        force=from_stage in ("double", "total"),
+        doubled=doubled,
+        offset=offset,
+    )
     return int((Path(summed) / "total.txt").read_text())
 
 
-async def _task_states(flow_run_id) -> dict[str, str]:
-    async with get_client() as client:
-        runs = await client.read_task_runs()
-    return {r.name.rsplit("-", 1)[0]: r.state.name for r in runs if r.flow_run_id == flow_run_id}
-
-
 def _states_of_last_run() -> dict[str, str]:
-    import anyio
-    from prefect.client.schemas.sorting import FlowRunSort
-
     async def latest():
         async with get_client() as client:
-            runs = await client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)
-            return await _task_states(runs[0].id)
+            flow_runs = await client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)
+            task_runs = await client.read_task_runs()
+        return {r.name.rsplit("-", 1)[0]: r.state.name for r in task_runs if r.flow_run_id == flow_runs[0].id}
 
     return anyio.run(latest)
 
@@ -66,6 +69,7 @@ def test_rerun_reuses_and_changed_input_recomputes(tmp_path):
 
     assert two_stage(str(source), str(tmp_path / "run")) == 12
     assert EXECUTIONS == ["double", "total"]
+    assert (tmp_path / "run" / "total").is_symlink()
 
     # A new flow run with the same inputs: both stages come from Prefect's cache.
     assert two_stage(str(source), str(tmp_path / "run")) == 12
@@ -78,12 +82,29 @@ def test_rerun_reuses_and_changed_input_recomputes(tmp_path):
     assert EXECUTIONS == ["double", "total", "double", "total"]
 
     # A deleted output is rebuilt rather than trusted from the cache.
-    import shutil
-
-    shutil.rmtree(tmp_path / "run" / "total")
+    shutil.rmtree((tmp_path / "run" / "total").resolve())
     assert two_stage(str(source), str(tmp_path / "run")) == 20
     assert EXECUTIONS[-1] == "total" and EXECUTIONS.count("double") == 2
 
     # --from-stage forces that stage and everything after it.
     assert two_stage(str(source), str(tmp_path / "run"), from_stage="double") == 20
     assert EXECUTIONS[-2:] == ["double", "total"]
+
+
+def test_runs_share_stages_by_key_and_never_see_each_others_outputs(tmp_path):
+    source = tmp_path / "numbers.txt"
+    source.write_text("5 5")
+    EXECUTIONS.clear()
+
+    assert two_stage(str(source), str(tmp_path / "a"), offset=0) == 20
+    # Another run whose second stage reads another setting: the first stage is shared.
+    assert two_stage(str(source), str(tmp_path / "b"), offset=1) == 21
+    assert EXECUTIONS == ["double", "total", "total"]
+    assert (tmp_path / "a" / "double").resolve() == (tmp_path / "b" / "double").resolve()
+    assert (tmp_path / "a" / "total").resolve() != (tmp_path / "b" / "total").resolve()
+
+    # Deleting one run's folder leaves the other intact and resumable.
+    shutil.rmtree(tmp_path / "b")
+    assert two_stage(str(source), str(tmp_path / "a"), offset=0) == 20
+    assert two_stage(str(source), str(tmp_path / "b"), offset=1) == 21
+    assert EXECUTIONS == ["double", "total", "total"]

@@ -258,5 +258,3 @@ def test_make_sampler_picks_backend(tiny_model: Path) -> None:
         assert (chosen.name, chosen.batch_size) == ("hf", 5)
     with make_sampler(SamplerConfig(backend="hf"), tiny_model, "float32", batch_size=2) as chosen:
         assert (chosen.name, chosen.batch_size) == ("hf", 2)
-    with pytest.raises(UserError, match="sampler.backend=vllm"):
-        make_sampler(SamplerConfig(backend="vllm"), tiny_model, "float32")

@@ -1,3 +1,5 @@
+import os
+
 import pytest
 
 from pipeline_lib.store import atomic_dir, build_stage, cache_key, digest_path, is_complete, read_manifest
@@ -62,3 +64,49 @@ def test_digest_follows_content_and_uses_manifest(tmp_path):
     assert digest_path(tmp_path / "f.txt") != before
     with pytest.raises(FileNotFoundError):
         digest_path(tmp_path / "missing")
+
+
+def test_stage_dir_is_a_function_of_stage_and_key(alignflow_home):
+    from pipeline_lib.store import stage_dir
+
+    assert stage_dir("sample", "ab" * 32) == stage_dir("sample", "ab" * 32)
+    assert stage_dir("sample", "ab" * 32) != stage_dir("revise", "ab" * 32)
+    assert stage_dir("sample", "ab" * 32).is_relative_to(alignflow_home / "stages")
+
+
+def test_link_replaces_atomically(tmp_path):
+    from pipeline_lib.store import link
+
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    link(tmp_path / "run" / "stage", tmp_path / "one")
+    link(tmp_path / "run" / "stage", tmp_path / "two")
+    assert (tmp_path / "run" / "stage").resolve() == (tmp_path / "two").resolve()
+    assert [p.name for p in (tmp_path / "run").iterdir()] == ["stage"]
+
+
+def test_leftovers_of_a_killed_writer_are_swept(tmp_path):
+    import subprocess
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    leftover = tmp_path / f".stage.tmp-{dead.pid}-deadbeef"
+    leftover.mkdir()
+    live = tmp_path / f".stage.tmp-{os.getpid()}-cafef00d"
+    live.mkdir()
+    with atomic_dir(tmp_path / "stage") as tmp:
+        (tmp / "x").write_text("1")
+    assert not leftover.exists()
+    assert live.exists()  # a live writer's work in progress is never touched
+
+
+def test_folder_digest_is_remembered_until_files_change(tmp_path, alignflow_home):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "weights.bin").write_bytes(b"\0" * 1000)
+    first = digest_path(folder)
+    memos = list((alignflow_home / "digests").iterdir())
+    assert any(m.read_text() == first for m in memos)
+    assert digest_path(folder) == first
+    (folder / "weights.bin").write_bytes(b"\1" * 1001)
+    assert digest_path(folder) != first

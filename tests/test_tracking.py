@@ -322,6 +322,8 @@ def test_run_url_points_at_the_ui_or_says_how_to_start_it():
         tracking.run_url("http://127.0.0.1:5000/", "3", "abc")
         == "http://127.0.0.1:5000/#/experiments/3/runs/abc"
     )
+    default = tracking.run_url(tracking.default_tracking_uri(), "3", "abc")
+    assert default.startswith("`alignflow ui`") and default.endswith("/#/experiments/3/runs/abc")
     hint = tracking.run_url("sqlite:////data/mlflow.db", "3", "abc")
     assert "mlflow ui" in hint and "--backend-store-uri sqlite:////data/mlflow.db" in hint
     assert hint.endswith("http://127.0.0.1:5000/#/experiments/3/runs/abc")

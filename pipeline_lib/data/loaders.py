@@ -111,11 +111,13 @@ def load_rows(
             fmt = choose_format(format, spec.name, user_columns, names, first_row)
         resolved = cols.resolve(spec, mapping(fmt, spec.name, user_columns), names, part.label)
         extra = cols.unused(resolved, names)
-        for index, raw in enumerate(part.table):
+        for index, raw in part.rows():
             if limit is not None and len(rows) >= limit:
                 break
             tally.n_read += 1
             try:
+                if raw is None:
+                    raise InvalidRow(part.unreadable[index])
                 row = _normalise(raw, spec, fmt, resolved, extra, part, index)
                 if row["id"] in seen_ids:
                     raise InvalidRow("duplicate id")

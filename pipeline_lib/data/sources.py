@@ -5,32 +5,54 @@ Local files go through ``datasets.load_dataset`` too (the ``json``, ``csv`` and
 inference. Its cache lives under ``alignflow_home()/datasets-cache``, never in
 the user's global Hugging Face cache. Local files need no network, so they load
 with ``HF_HUB_OFFLINE`` / ``HF_DATASETS_OFFLINE`` set.
+
+A file that cannot be read is a ``UserError`` naming it, with one exception: a
+JSON Lines file with some bad lines loads its good ones, and the bad ones are
+reported as skipped rows (see ``json_lines``).
 """
 
-import re
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+import lzma
+import zlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import datasets
 import pyarrow as pa
 from datasets.exceptions import DatasetsError
 
+from pipeline_lib.data.json_lines import read_json_lines
+from pipeline_lib.data.quiet import quiet_datasets
 from pipeline_lib.errors import UserError
 from pipeline_lib.home import alignflow_home
+from pipeline_lib.hub import is_hub_id
 
 _BUILDERS = {".jsonl": "json", ".json": "json", ".ndjson": "json", ".csv": "csv", ".parquet": "parquet"}
+_JSON_LINES = (".jsonl", ".ndjson")
 _COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst")
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
+# What a damaged or cut-off compressed file raises while it is decompressed.
+_DECOMPRESSION_ERRORS = (OSError, EOFError, zlib.error, lzma.LZMAError)
+_READ_ERRORS = (DatasetsError, pa.ArrowException, ValueError, *_DECOMPRESSION_ERRORS)
 
 
 @dataclass(frozen=True)
 class SourcePart:
-    """One table of a source: ``label`` is its file path, or ``org/name:split``."""
+    """One table of a source: ``label`` is its file path, or ``org/name:split``.
+
+    ``unreadable`` maps the numbers of the rows that could not be parsed to why;
+    ``table`` holds all the other rows, in order.
+    """
 
     label: str
     table: datasets.Dataset
+    unreadable: Mapping[int, str] = field(default_factory=dict)
+
+    def rows(self) -> Iterator[tuple[int, Mapping[str, Any] | None]]:
+        """Every row with its number in the source; None in place of an unreadable one."""
+        table_rows = iter(self.table)
+        for number in range(len(self.table) + len(self.unreadable)):
+            yield number, None if number in self.unreadable else next(table_rows)
 
 
 def open_source(source: str, split: str) -> Iterator[SourcePart]:
@@ -45,10 +67,10 @@ def open_source(source: str, split: str) -> Iterator[SourcePart]:
         if not files:
             raise UserError(f"folder {path} holds no data files ({', '.join(_BUILDERS)}, optionally .gz)")
         for file in files:
-            yield SourcePart(str(file), _load_file(file))
+            yield _load_file(file)
     elif path.is_file():
-        yield SourcePart(str(path), _load_file(path))
-    elif _HUB_ID.fullmatch(source) and _builder(path) is None:
+        yield _load_file(path)
+    elif is_hub_id(source) and _builder(path) is None:
         yield SourcePart(f"{source}:{split}", _load_hub(source, split))
     else:
         raise UserError(f"data source '{source}' is neither an existing file or folder nor a hub id (org/name)")
@@ -66,30 +88,66 @@ def data_files(folder: Path) -> list[Path]:
 
 
 def _builder(path: Path) -> str | None:
-    suffixes = [suffix.lower() for suffix in path.suffixes]
-    if suffixes and suffixes[-1] in _COMPRESSIONS:
-        suffixes.pop()
+    suffixes = _data_suffixes(path)
     return _BUILDERS.get(suffixes[-1]) if suffixes else None
 
 
-def _load_file(path: Path) -> datasets.Dataset:
+def _data_suffixes(path: Path) -> list[str]:
+    """The file's suffixes without a compression suffix: ``a.jsonl.gz`` gives ``.jsonl``."""
+    suffixes = [suffix.lower() for suffix in path.suffixes]
+    if suffixes and suffixes[-1] in _COMPRESSIONS:
+        suffixes.pop()
+    return suffixes
+
+
+def _load_file(path: Path) -> SourcePart:
     builder = _builder(path)
     if builder is None:
         raise UserError(f"cannot read {path}: unknown file type (expected {', '.join(_BUILDERS)}, optionally .gz)")
     try:
-        with _quiet():
-            return datasets.load_dataset(builder, data_files=str(path), split="train", cache_dir=_cache_dir())
+        try:
+            with quiet_datasets():
+                table = datasets.load_dataset(builder, data_files=str(path), split="train", cache_dir=_cache_dir())
+            return SourcePart(str(path), table)
+        except _READ_ERRORS as error:
+            if _data_suffixes(path)[-1] not in _JSON_LINES or _damaged(path, error):
+                raise
+        # datasets fails a whole JSON Lines file over one bad line; line by line, only that line is lost.
+        table, unreadable = read_json_lines(path)
+        return SourcePart(str(path), table, unreadable)
     except StopIteration:
         # What datasets raises for a file without a single record.
         raise UserError(f"{path} holds no rows") from None
-    except (DatasetsError, pa.ArrowException, ValueError) as error:
-        # DatasetGenerationError hides the parser's message in its cause.
-        raise UserError(f"cannot read {path} as {builder}: {error.__cause__ or error}") from error
+    except _READ_ERRORS as error:
+        raise UserError(f"cannot read {path} as {builder}: {_problem(path, error)}") from error
+
+
+def _problem(path: Path, error: BaseException) -> str:
+    """What went wrong, in one line."""
+    cause = _cause(error)
+    text = " ".join(str(cause).split()) or type(cause).__name__
+    return f"damaged or truncated {path.suffix} file ({text})" if _damaged(path, error) else text
+
+
+def _damaged(path: Path, error: BaseException) -> bool:
+    """Whether ``error`` says the compressed file itself is broken, so no reader can get rows out of it."""
+    cause = _cause(error)
+    # An OSError with an errno (permission denied, disk full) is the system's problem, not the file's.
+    return (
+        path.suffix.lower() in _COMPRESSIONS
+        and isinstance(cause, _DECOMPRESSION_ERRORS)
+        and getattr(cause, "errno", None) is None
+    )
+
+
+def _cause(error: BaseException) -> BaseException:
+    # DatasetGenerationError hides the reader's own error in its cause.
+    return error.__cause__ or error
 
 
 def _load_hub(hub_id: str, split: str) -> datasets.Dataset:
     try:
-        with _quiet():
+        with quiet_datasets():
             return datasets.load_dataset(hub_id, split=split, cache_dir=_cache_dir())
     except (OSError, DatasetsError, ValueError) as error:
         # OSError covers no network, offline mode and unknown ids; ValueError an unknown split.
@@ -98,16 +156,3 @@ def _load_hub(hub_id: str, split: str) -> datasets.Dataset:
 
 def _cache_dir() -> str:
     return str(alignflow_home() / "datasets-cache")
-
-
-@contextmanager
-def _quiet() -> Iterator[None]:
-    """No per-file progress bars; a load reports one summary line instead."""
-    if datasets.is_progress_bar_enabled():
-        datasets.disable_progress_bars()
-        try:
-            yield
-        finally:
-            datasets.enable_progress_bars()
-    else:
-        yield

@@ -2,13 +2,14 @@
 
 from pipeline_lib.models.gguf_convert import convert_gguf, load_gguf_tokenizer
 from pipeline_lib.models.loading import count_parameters, load_causal_lm, load_tokenizer, use_distinct_pad
-from pipeline_lib.models.registry import ALIASES, describe_models, pull, resolve_model
+from pipeline_lib.models.registry import ALIASES, check_reference, describe_models, pull, resolve_model
 from pipeline_lib.models.smollm2 import greedy_reply, smollm2_gguf
 from pipeline_lib.models.tiny import build_tiny_llama
 
 __all__ = [
     "ALIASES",
     "build_tiny_llama",
+    "check_reference",
     "convert_gguf",
     "count_parameters",
     "describe_models",

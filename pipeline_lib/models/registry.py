@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline_lib.errors import UserError
+from pipeline_lib.hub import is_hub_id
 from pipeline_lib.home import models_dir
 from pipeline_lib.models import smollm2, tiny
 from pipeline_lib.models.cache import alias_folder, is_built
@@ -37,7 +37,6 @@ ALIASES: dict[str, Alias] = {
     ),
 }
 
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
 _WEIGHTS = (
     "model.safetensors",
     "model.safetensors.index.json",
@@ -60,29 +59,47 @@ def pull(alias: str, force: bool = False) -> Path:
 
 def resolve_model(ref: str | Path) -> Path:
     """Turn a model reference into a local HF folder (config, safetensors, tokenizer)."""
+    kind, target = _classify(ref)
+    if kind == "alias":
+        return pull(target)
+    if kind == "gguf":
+        return _converted_gguf(Path(target))
+    if kind == "folder":
+        return _checked_folder(Path(target))
+    return _hub(target)
+
+
+def check_reference(ref: str | Path) -> None:
+    """Fail fast on a reference that cannot resolve, without pulling or converting anything.
+
+    Hub ids pass: only a download attempt can tell whether one is reachable.
+    """
+    kind, target = _classify(ref)
+    if kind == "folder":
+        _checked_folder(Path(target))
+
+
+def _classify(ref: str | Path) -> tuple[str, str]:
+    """What a reference names: ("alias" | "gguf" | "folder" | "hub", the alias, path or id)."""
     text = str(ref).strip()
     if text in ALIASES:
-        return pull(text)
+        return "alias", text
     path = Path(text).expanduser()
     if path.exists() or _looks_like_path(text):
-        return _local(path)
-    if _HUB_ID.fullmatch(text):
-        return _hub(text)
+        path = path.resolve()
+        if path.suffix == ".gguf":
+            if not path.is_file():
+                raise UserError(f"GGUF file {path} does not exist")
+            return "gguf", str(path)
+        if not path.is_dir():
+            raise UserError(f"model folder {path} does not exist")
+        return "folder", str(path)
+    if is_hub_id(text):
+        return "hub", text
     raise UserError(
         f"cannot understand model reference {text!r}: use a built-in alias ({_alias_list()}), "
         "a local model folder, a .gguf file, or a hub id like org/name"
     )
-
-
-def _local(path: Path) -> Path:
-    path = path.resolve()
-    if path.suffix == ".gguf":
-        if not path.is_file():
-            raise UserError(f"GGUF file {path} does not exist")
-        return _converted_gguf(path)
-    if not path.is_dir():
-        raise UserError(f"model folder {path} does not exist")
-    return _checked_folder(path)
 
 
 def _converted_gguf(path: Path) -> Path:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline_lib.config import SamplerConfig
-from pipeline_lib.errors import UserError
 from pipeline_lib.sampling.base import Sample, Sampler, SamplingParams, derive_seed, render_chat
 from pipeline_lib.sampling.shards import SAMPLES_SCHEMA, sample_to_parquet, samples_table
 
@@ -25,11 +24,10 @@ __all__ = [
 def make_sampler(
     config: SamplerConfig, model_path: str | Path, dtype: str = "float32", batch_size: int | None = None
 ) -> Sampler:
-    """The sampler the recipe asks for; ``sampler.name`` says which backend ``auto`` chose."""
-    if config.backend == "vllm":
-        raise UserError(
-            "sampler.backend=vllm is not available yet; use sampler.backend=hf (or auto) for now"
-        )
+    """The sampler the recipe asks for; ``sampler.name`` says which backend ``auto`` chose.
+
+    Only the HF backend exists so far, so ``auto`` means HF.
+    """
     # Imported here so that reading configs or sample files does not load torch.
     from pipeline_lib.sampling.hf import HFSampler
 

@@ -1,7 +1,8 @@
 """Where the separate vLLM environment lives.
 
-vLLM pins a fastapi that Prefect cannot use, so it gets its own virtualenv
-(`make setup-vllm`) and always runs as its own process.
+vLLM pins a fastapi that Prefect cannot use, so it will get its own
+virtualenv (`.venv-vllm`, or ALIGNFLOW_VLLM_PYTHON) and always run as its
+own process. `alignflow doctor` reports whether it is there.
 """
 
 import os

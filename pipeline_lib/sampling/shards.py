@@ -11,9 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline_lib.sampling.base import Sample, Sampler, SamplingParams, derive_seed
-from pipeline_lib.store import atomic_write_text
+from pipeline_lib.store import atomic_write_parquet, atomic_write_text
 
 # The one layout of sample files, whatever backend produced them.
 SAMPLES_SCHEMA = pa.schema(
@@ -50,16 +48,6 @@ def samples_table(prompt_ids: list[str], samples: list[Sample]) -> pa.Table:
         },
         schema=SAMPLES_SCHEMA,
     )
-
-
-def write_parquet_atomic(table: pa.Table, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def sample_to_parquet(
@@ -98,14 +86,14 @@ def sample_to_parquet(
         # Each shard gets its own seed so shards do not replay the same random stream.
         shard_params = dataclasses.replace(params, seed=derive_seed(params.seed, "shard", index))
         table = samples_table(ids, sampler.generate(texts, shard_params))
-        write_parquet_atomic(table, parquet)
+        atomic_write_parquet(table, parquet)
         # The JSON goes last: it is the marker that the shard beside it is complete.
         atomic_write_text(meta_file, json.dumps(meta, indent=2, sort_keys=True))
         tables.append(table)
         generated_tokens += _total(table, "completion_tokens")
     seconds = time.perf_counter() - started
     result = pa.concat_tables(tables) if tables else SAMPLES_SCHEMA.empty_table()
-    write_parquet_atomic(result, out_file)
+    atomic_write_parquet(result, out_file)
     return {
         "backend": sampler.name,
         "n_prompts": len(prompts),

@@ -25,8 +25,6 @@ from pipeline_lib.suite.item import Verdict
 NUMBER_TOLERANCE = 0.25
 # Credit ceiling for a wrong final number, and for the right one said in passing.
 NEAR_MISS_CREDIT = 0.5
-# Share of list credit for having the right elements; the rest is for order.
-ELEMENT_WEIGHT = 0.3
 
 
 def _show(value: float) -> str:
@@ -59,22 +57,34 @@ def _lcs_length(first: list[Any], second: list[Any]) -> int:
     return previous[-1]
 
 
-def check_list(spec: dict[str, Any], response: str) -> Verdict:
-    """Credit for the right elements (multiset F1) and, weighted more, their order (LCS).
+def _edit_distance(first: list[Any], second: list[Any]) -> int:
+    """Insertions plus deletions: a missing or extra element costs 1, a misplaced one 2."""
+    return len(first) + len(second) - 2 * _lcs_length(first, second)
 
-    Order dominates because echoing the input already has every element right.
+
+def _typed(values: list[Any], item_type: str) -> list[Any]:
+    return [str(value).lower() for value in values] if item_type == "str" else list(values)
+
+
+def check_list(spec: dict[str, Any], response: str) -> Verdict:
+    """Credit for the share of the way from the task's input list to the answer.
+
+    score = 1 - distance(reply, answer) / distance(input, answer), so echoing
+    the input (``input`` in the spec) scores 0, the answer 1, and a reply earns
+    credit only by being closer than the echo: sorted but one element short,
+    or one swap away from sorted. Without a stored input, the no-effort reply
+    is the empty list and the denominator is the answer's length.
     """
-    expected = list(spec["answer"])
-    if spec["items"] == "str":
-        expected = [str(word).lower() for word in expected]
+    expected = _typed(spec["answer"], spec["items"])
     got = parse_list(response, spec["items"])
     if got == expected:
         return Verdict(1.0)
     if not got:
         return Verdict(0.0, [f"expected {expected}, found no list"])
-    shared = sum((Counter(expected) & Counter(got)).values())
-    f1 = 2 * shared / (len(expected) + len(got))
-    order = _lcs_length(expected, got) / max(len(expected), len(got))
+    source = _typed(spec.get("input", []), spec["items"])
+    distance = _edit_distance(got, expected)
+    # At least 1 so a degenerate spec (input equal to the answer) cannot divide by zero.
+    budget = max(1, _edit_distance(source, expected))
     reasons = [f"expected {expected}, got {got}"]
     missing = list((Counter(expected) - Counter(got)).elements())
     extra = list((Counter(got) - Counter(expected)).elements())
@@ -84,7 +94,11 @@ def check_list(spec: dict[str, Any], response: str) -> Verdict:
         reasons.append(f"unexpected {extra}")
     if not missing and not extra:
         reasons.append("right elements, wrong order")
-    return Verdict(ELEMENT_WEIGHT * f1 + (1 - ELEMENT_WEIGHT) * order, reasons)
+    if got == source:
+        reasons.append("same as the input list")
+    elif distance >= budget and "input" in spec:
+        reasons.append("no closer to the answer than the input list")
+    return Verdict(max(0.0, 1.0 - distance / budget), reasons)
 
 
 def check_text(spec: dict[str, Any], response: str) -> Verdict:

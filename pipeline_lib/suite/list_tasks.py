@@ -13,7 +13,8 @@ def list_draft(instruction: str, values: list[int] | list[str], answer: list[int
     kind = "numbers" if isinstance(values[0], int) else "words"
     shown = ", ".join(str(value) for value in values)
     prompt = f"{instruction}: {shown}. Answer with just the {kind}, separated by commas."
-    spec = {"check": "list", "answer": answer, "items": "int" if kind == "numbers" else "str"}
+    # The input list is kept so the check can grade against echoing it back.
+    spec = {"check": "list", "answer": answer, "input": values, "items": "int" if kind == "numbers" else "str"}
     return Draft(prompt, ", ".join(str(value) for value in answer), spec)
 
 

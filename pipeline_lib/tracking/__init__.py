@@ -32,6 +32,7 @@ from pipeline_lib.tracking.params import flatten_params, log_config  # noqa: E40
 from pipeline_lib.tracking.runs import (  # noqa: E402
     find_child_run,
     find_run,
+    set_tags,
     start_child_run,
     start_pipeline_run,
 )
@@ -52,6 +53,7 @@ __all__ = [
     "log_text",
     "run_url",
     "sanitize_metric_name",
+    "set_tags",
     "start_child_run",
     "start_pipeline_run",
 ]

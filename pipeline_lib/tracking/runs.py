@@ -14,6 +14,7 @@ from pipeline_lib import __version__
 from pipeline_lib.errors import UserError
 from pipeline_lib.tracking.params import log_config
 from pipeline_lib.tracking.store import experiment_id_of
+from pipeline_lib.tracking.writing import resolve_run_id
 
 TAG_CONFIG_HASH = "alignflow.config_hash"
 TAG_KIND = "alignflow.kind"
@@ -140,3 +141,11 @@ def find_child_run(parent_run_id: str, name: str, tags: Mapping[str, str] | None
         if run.info.run_name == name and all(run.data.tags.get(k) == v for k, v in (tags or {}).items()):
             return run.info.run_id
     return None
+
+
+def set_tags(tags: Mapping[str, str], run_id: str | None = None) -> None:
+    """Set (or overwrite) tags on a run, e.g. the flow run now driving a resumed pipeline run."""
+    client = MlflowClient()
+    target = resolve_run_id(run_id)
+    for key, value in tags.items():
+        client.set_tag(target, key, value)

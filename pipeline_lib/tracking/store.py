@@ -61,6 +61,8 @@ def run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str | None:
     page = f"#/experiments/{experiment_id}/runs/{run_id}"
     if _is_http(tracking_uri):
         return f"{tracking_uri.rstrip('/')}/{page}"
+    if tracking_uri == default_tracking_uri():
+        return f"`alignflow ui` (or `make ui`), then http://127.0.0.1:{_UI_PORT}/{page}"
     if tracking_uri.startswith("sqlite:"):
         # One worker and no job runner: the defaults start ~11 processes (~1.9 GB).
         return (
