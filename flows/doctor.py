@@ -64,9 +64,12 @@ def _prefect() -> tuple[str, str]:
         async with get_client() as client:
             return await client.api_healthcheck()
 
+    from flows.local_api import local_prefect_api
+
     started = time.perf_counter()
-    error = anyio.run(health)
-    where = PREFECT_API_URL.value() or "ephemeral local API"
+    with local_prefect_api() as private:
+        where = "private local API" if private else PREFECT_API_URL.value()
+        error = anyio.run(health)
     if error is not None:
         return FAIL, f"{where}: {error}"
     return OK, f"{where} healthy in {time.perf_counter() - started:.1f} s"

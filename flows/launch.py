@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from pipeline_lib.config import load_recipe
+from flows.local_api import local_prefect_api
 from pipeline_lib.errors import UserError
 from pipeline_lib.models import check_reference
 from pipeline_lib.runs import stages_to_force
@@ -50,10 +51,12 @@ def launch(recipe_path: str, overrides: list[str], from_stage: str | None = None
     check_reference(recipe.model.ref)
     _quiet_user_errors_on_console()
     print(f"alignflow: running {recipe.method} recipe {recipe.name!r} ({recipe_path})", file=sys.stderr)
-    state = flow_fn(
-        recipe=str(Path(recipe_path).resolve()), overrides=list(overrides), from_stage=from_stage, return_state=True
-    )
-    flow_run_id = state.state_details.flow_run_id
+    with local_prefect_api() as private:
+        state = flow_fn(
+            recipe=str(Path(recipe_path).resolve()), overrides=list(overrides), from_stage=from_stage, return_state=True
+        )
+        flow_run_id = state.state_details.flow_run_id
+        prefect_location = _prefect_location(flow_run_id, private)
     try:
         result = state.result()  # re-raises the flow's error, a UserError included
     except UserError:
@@ -61,11 +64,11 @@ def launch(recipe_path: str, overrides: list[str], from_stage: str | None = None
     except Exception:
         print(f"alignflow: flow run {flow_run_id} failed; rerun the same command to resume", file=sys.stderr)
         raise
-    print_report(result, flow_run_id)
+    print_report(result, flow_run_id, prefect_location)
     return 0
 
 
-def print_report(result: dict, flow_run_id) -> None:
+def print_report(result: dict, flow_run_id, prefect_location: str) -> None:
     from pipeline_lib.evaluation import family_table, read_metrics
 
     rounds = result["rounds"]
@@ -75,7 +78,7 @@ def print_report(result: dict, flow_run_id) -> None:
     last_scores = Path(result["run_dir"]) / f"round-{max(rounds)}" / "eval-scores"
     print("\nper family, last round:\n" + family_table(read_metrics(last_scores)))
     print(f"\nrun folder:  {result['run_dir']}")
-    print(f"prefect:     flow run {flow_run_id} — {_prefect_location(flow_run_id)}")
+    print(f"prefect:     flow run {flow_run_id} — {prefect_location}")
     print(f"mlflow:      run {result['mlflow_run_id']} — {_mlflow_location(result['mlflow_run_id'])}")
 
 
@@ -89,9 +92,9 @@ def _mlflow_location(run_id: str) -> str:
     return tracking.run_url(uri, experiment_id, run_id) or uri
 
 
-def _prefect_location(flow_run_id) -> str:
-    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
+def _prefect_location(flow_run_id, private: bool) -> str:
+    from prefect.settings import PREFECT_UI_URL
 
-    if PREFECT_API_URL.value():
-        return f"{PREFECT_UI_URL.value()}/runs/flow-run/{flow_run_id}"
-    return "stored locally; `make ui` shows it at http://127.0.0.1:4200"
+    if private:
+        return f"stored locally; `alignflow ui` (or `make ui`) shows it at http://127.0.0.1:4200/runs/flow-run/{flow_run_id}"
+    return f"{PREFECT_UI_URL.value()}/runs/flow-run/{flow_run_id}"

@@ -24,9 +24,16 @@ from typing import Any
 from pipeline_lib.home import alignflow_home
 
 MANIFEST = "manifest.json"
+# Test switch: a comma-separated list of stage names whose build fails on
+# purpose, to prove that a rerun resumes after a crash in that stage.
+FAIL_STAGE_ENV = "ALIGNFLOW_FAIL_STAGE"
 _CHUNK = 1 << 20
 # Stage folders are named by this many hex digits of their key.
 _KEY_CHARS = 24
+
+
+class InjectedFailure(RuntimeError):
+    """Raised by a stage named in ALIGNFLOW_FAIL_STAGE; stands in for a crash."""
 
 
 def cache_key(stage: str, config_hash: str, input_digests: Mapping[str, str]) -> str:
@@ -213,6 +220,8 @@ def build_stage(
     folder = Path(folder)
     if not force and is_complete(folder, key):
         return folder
+    if stage in os.environ.get(FAIL_STAGE_ENV, "").split(","):
+        raise InjectedFailure(f"failure injected into stage {stage!r} by {FAIL_STAGE_ENV} (a switch for tests)")
     started = time.time()
     with atomic_dir(folder) as tmp:
         extra = dict(build(tmp) or {})

@@ -18,6 +18,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # developer's exported servers must not receive test runs.
 for _name in ("PREFECT_API_URL", "PREFECT_PROFILE", "MLFLOW_TRACKING_URI"):
     os.environ.pop(_name, None)
+
+# Before any test module imports Prefect, which reads its settings once.
+from tasks.settings import configure_prefect  # noqa: E402
+
+configure_prefect()
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,21 +42,14 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _stop_ephemeral_prefect_server_and_clean_home():
-    """Stop the ephemeral Prefect API this session started, then remove the session's home.
+def _prefect_api_and_clean_home():
+    """One private Prefect API for the in-process tests, then remove the session's home.
 
-    Left to Prefect's atexit hook the server stops after pytest closed its
-    streams and prints a spurious logging traceback; the home holds a
-    converted 538 MB model that must not pile up in /tmp run after run.
+    Subprocess tests start their own, as a user's command would. The home
+    holds a converted 538 MB model that must not pile up in /tmp.
     """
-    yield
-    import sys
+    from flows.local_api import local_prefect_api
 
-    if "prefect.server.api.server" in sys.modules:
-        from prefect.logging.handlers import APILogWorker
-        from prefect.server.api.server import SubprocessASGIServer
-
-        APILogWorker.drain_all(timeout=10)
-        for server in list(SubprocessASGIServer._instances.values()):
-            server.stop()
+    with local_prefect_api():
+        yield
     shutil.rmtree(_HOME, ignore_errors=True)

@@ -110,3 +110,29 @@ def test_user_error_inside_the_flow_is_one_line():
     assert "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
     assert len(errors) == 1 and "nobody/no-such-model" in errors[0]
+
+
+def test_a_run_that_failed_in_a_late_stage_resumes_there(capsys, first_run):
+    # Its own settings, so nothing is cached from the other tests.
+    settings = ["eval.max_new_tokens=6"]
+    script = Path(sys.executable).with_name("alignflow")
+    failed = subprocess.run(
+        [str(script), "run", RECIPE, *settings],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "ALIGNFLOW_FAIL_STAGE": "score"},
+    )
+    assert failed.returncode != 0
+    assert "failure injected into stage 'score'" in failed.stderr
+    assert "rerun the same command to resume" in failed.stderr
+
+    recipe = load_recipe(RECIPE, settings)
+    run_dir = first_run[1].parent / f"{recipe.name}-{config_hash(recipe)[:10]}"
+    answers = read_manifest(run_dir / "round-0" / "eval-answers")
+    assert answers is not None and not (run_dir / "round-0" / "eval-scores").exists()
+
+    _, states = _run(capsys, *settings)
+    assert states["generate-answers"] == "Cached" and states["prepare-suite"] == "Cached"
+    assert states["score"] == "Completed"
+    assert read_manifest(run_dir / "round-0" / "eval-answers")["started_at"] == answers["started_at"]

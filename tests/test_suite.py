@@ -15,6 +15,7 @@ from pipeline_lib.suite import (
     DIFFICULTIES,
     FAMILIES,
     SuiteItem,
+    Verdict,
     generate_suite,
     split_of,
     summarize,
@@ -132,6 +133,45 @@ def test_echoing_the_input_of_a_text_task_earns_nothing(items: list[SuiteItem]) 
     assert text_items
     for item in text_items:
         assert verify(item, item.spec["source"]).score == 0.0
+
+
+def test_echoing_the_input_of_a_list_task_earns_nothing(items: list[SuiteItem]) -> None:
+    list_items = [item for item in items if item.spec["check"] == "list"]
+    assert {(item.family, item.difficulty, item.split) for item in list_items} == {
+        (family, level, split) for family in ("sorting", "filtering") for level in DIFFICULTIES
+        for split in ("train", "eval")}
+    for item in list_items:
+        shown = ", ".join(map(str, item.spec["input"]))
+        for echo in (shown, f"The numbers are {shown}.", f"[{shown}]", item.prompt):
+            verdict = verify(item, echo)
+            assert verdict.score == 0.0, (item.prompt, echo, verdict)
+        assert "same as the input list" in verify(item, shown).reasons
+
+
+def test_list_answers_closer_than_the_input_earn_credit(items: list[SuiteItem]) -> None:
+    """One element short or one too many is a single edit; the input is at least two away
+    (a shuffled list, or a filter that drops two or more), so such answers beat the echo."""
+    checked = set()
+    for item in items:
+        spec = item.spec
+        if spec["check"] != "list":
+            continue
+        if item.family == "filtering" and len(spec["input"]) - len(spec["answer"]) < 2:
+            continue
+        dropped_last, repeated_first = _list_perturbations(item, random.Random(0))[:2]
+        for wrong in [repeated_first] + ([dropped_last] if dropped_last else []):
+            assert 0.0 < verify(item, wrong).score < 1.0, (item.prompt, wrong)
+        checked.add(item.family)
+    assert checked == {"sorting", "filtering"}
+
+
+def test_echoing_a_format_prompt_earns_nothing_and_quoting_it_costs_nothing(items: list[SuiteItem]) -> None:
+    format_items = [item for item in items if item.family == "format"]
+    assert format_items
+    for item in format_items:
+        assert verify(item, item.prompt) == Verdict(0.0, ["only repeats the instructions"])
+        assert verify(item, item.prompt.upper()).score == 0.0
+        assert verify(item, f"{item.prompt}\n{item.reference}").score == 1.0, item.prompt
 
 
 def test_every_format_constraint_kind_is_exercised(items: list[SuiteItem]) -> None:
@@ -267,7 +307,22 @@ def test_list_answers_in_any_layout_score_one(response: str) -> None:
     assert verify({"spec": {"check": "list", "answer": [1, 2, 3], "items": "int"}}, response).score == 1.0
 
 
-def test_list_credit_orders_answers_by_closeness() -> None:
+def test_list_credit_is_the_share_of_the_way_from_the_input() -> None:
+    spec = {"spec": {"check": "list", "answer": [1, 2, 3, 4], "input": [3, 1, 4, 2], "items": "int"}}
+    # The input is 4 edits away (LCS 2 of 4); each missing/extra element is 1, a misplaced one 2.
+    assert verify(spec, "1, 2, 3").score == 0.75
+    assert verify(spec, "1, 2, 4, 3").score == 0.5
+    assert verify(spec, "3, 1, 4, 2") == Verdict(
+        0.0, ["expected [1, 2, 3, 4], got [3, 1, 4, 2]", "right elements, wrong order", "same as the input list"])
+    farther = verify(spec, "4, 3, 2, 1")
+    assert farther.score == 0.0 and farther.reasons[-1] == "no closer to the answer than the input list"
+    words = {"spec": {"check": "list", "answer": ["lemon", "lizard"], "items": "str",
+                      "input": ["apple", "lemon", "tiger", "lizard"]}}
+    assert verify(words, "Lemon").score == 0.5
+    assert verify(words, "Apple, Lemon, Tiger, Lizard").score == 0.0
+
+
+def test_list_credit_without_a_stored_input_orders_answers_by_closeness() -> None:
     spec = {"spec": {"check": "list", "answer": [1, 2, 3, 4], "items": "int"}}
     swapped = verify(spec, "1, 2, 4, 3").score
     missing = verify(spec, "1, 2, 3").score
@@ -334,3 +389,10 @@ def test_summarize_reports_per_family_and_overall(items: list[SuiteItem]) -> Non
     assert set(report["difficulties"]) == {"1", "2", "3"}
     with pytest.raises(UserError, match="responses"):
         summarize(sample, [])
+
+
+def test_code_digest_is_stable_and_tracks_the_source():
+    from pipeline_lib.suite import code_digest
+    from pipeline_lib.suite.version import code_digest as direct
+
+    assert code_digest() == direct() and len(code_digest()) == 64

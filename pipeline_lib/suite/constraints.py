@@ -3,6 +3,10 @@
 The item's score is the mean over its constraints, so an answer that follows
 two of three instructions scores 2/3. Count-like constraints (bullets, word
 limits) also give partial credit by how far off the count is.
+
+Instructions the reply repeats (kept in the spec as ``instructions``) are cut
+before checking: echoing 'Write at least 8 words about coffee. Include the
+word "sugar".' would otherwise meet both constraints without writing anything.
 """
 
 from __future__ import annotations
@@ -98,13 +102,26 @@ CONSTRAINT_CHECKS: dict[str, Callable[[dict[str, Any], str], tuple[float, str]]]
 }
 
 
+def without_instructions(text: str, instructions: list[str]) -> str:
+    """``text`` minus every instruction it repeats, matched by words whatever the case or punctuation."""
+    for sentence in instructions:
+        words = _WORD_RE.findall(sentence)
+        if words:
+            pattern = r"(?<![A-Za-z0-9])" + r"[\W_]+".join(map(re.escape, words)) + r"(?![A-Za-z0-9])"
+            text = re.sub(pattern, " ", text, flags=re.IGNORECASE)
+    return text
+
+
 def check_format(spec: dict[str, Any], response: str) -> Verdict:
+    text = without_instructions(response, spec.get("instructions", []))
+    if text != response and count_words(text) == 0:
+        return Verdict(0.0, ["only repeats the instructions"])
     credits, reasons = [], []
     for constraint in spec["constraints"]:
         check = CONSTRAINT_CHECKS.get(constraint.get("type"))
         if check is None:
             raise UserError(f"suite spec: unknown format constraint {constraint.get('type')!r}")
-        credit, reason = check(constraint, response)
+        credit, reason = check(constraint, text)
         credits.append(credit)
         if reason:
             reasons.append(reason)

@@ -68,4 +68,5 @@ def format_task(rng: random.Random, difficulty: int) -> Draft:
             constraints.append({"type": "exclude", "word": avoid})
     if shape["type"] == "json_key":
         sentences.append("Reply with only the JSON.")
-    return Draft(" ".join(sentences), body, {"check": "format", "constraints": constraints})
+    spec = {"check": "format", "constraints": constraints, "instructions": sentences}
+    return Draft(" ".join(sentences), body, spec)

@@ -9,12 +9,16 @@ from pipeline_lib.suite.item import Draft
 from pipeline_lib.suite.vocab import WORDS
 
 
-def list_draft(instruction: str, values: list[int] | list[str], answer: list[int] | list[str]) -> Draft:
+def list_draft(
+    instruction: str, values: list[int] | list[str], answer: list[int] | list[str], result: str
+) -> Draft:
+    """``result`` ("sorted", "kept") says the reply is the transformed list, not the one shown."""
     kind = "numbers" if isinstance(values[0], int) else "words"
     shown = ", ".join(str(value) for value in values)
-    prompt = f"{instruction}: {shown}. Answer with just the {kind}, separated by commas."
+    prompt = f"{instruction}: {shown}. Reply with only the {result} {kind}, separated by commas."
     # The input list is kept so the check can grade against echoing it back.
-    spec = {"check": "list", "answer": answer, "input": values, "items": "int" if kind == "numbers" else "str"}
+    spec = {"check": "list", "answer": list(answer), "input": list(values),
+            "items": "int" if kind == "numbers" else "str"}
     return Draft(prompt, ", ".join(str(value) for value in answer), spec)
 
 
@@ -32,14 +36,15 @@ def sorting(rng: random.Random, difficulty: int) -> Draft:
         order = "reverse alphabetical order" if descending else "alphabetical order"
         instruction = f"Sort these words in {order}"
     else:
-        values = {1: lambda: _numbers(rng, 4, 1, 20), 2: lambda: _numbers(rng, 6, 1, 100),
+        # Level 1 is three or four single digits: the easiest lists that still need reordering.
+        values = {1: lambda: _numbers(rng, rng.randint(3, 4), 1, 9), 2: lambda: _numbers(rng, 6, 1, 100),
                   3: lambda: _numbers(rng, 8, -50, 100, distinct=False)}[difficulty]()
         order = "largest to smallest" if descending else "smallest to largest"
         instruction = f"Sort these numbers from {order}"
     answer = sorted(values, reverse=descending)
     while values == answer:
         rng.shuffle(values)
-    return list_draft(instruction, values, answer)
+    return list_draft(instruction, values, answer, "sorted")
 
 
 def _filtered(make: Callable[[], list[int]], keep: Callable[[int], bool]) -> tuple[list[int], list[int]]:
@@ -60,7 +65,7 @@ def _word_filter(rng: random.Random, count: int) -> Draft:
     rng.shuffle(values)
     kept = [word for word in values if word[0] == letter]
     return list_draft(f'Keep only the words that start with the letter "{letter}", in their original order',
-                      values, kept)
+                      values, kept, "kept")
 
 
 def filtering(rng: random.Random, difficulty: int) -> Draft:
@@ -68,7 +73,7 @@ def filtering(rng: random.Random, difficulty: int) -> Draft:
         return _word_filter(rng, 5 if difficulty == 2 else 7)
     if difficulty == 1:
         parity = rng.choice(["even", "odd"])
-        values, kept = _filtered(lambda: _numbers(rng, 5, 1, 20),
+        values, kept = _filtered(lambda: _numbers(rng, 4, 1, 20),
                                  lambda value: value % 2 == (0 if parity == "even" else 1))
         rule = f"Keep only the {parity} numbers"
     elif difficulty == 2:
@@ -80,4 +85,4 @@ def filtering(rng: random.Random, difficulty: int) -> Draft:
         values, kept = _filtered(lambda: _numbers(rng, 8, 1, 100),
                                  lambda value: value % 2 == 0 and value > threshold)
         rule = f"Keep only the even numbers greater than {threshold}"
-    return list_draft(f"{rule}, in their original order", values, kept)
+    return list_draft(f"{rule}, in their original order", values, kept, "kept")
