@@ -12,7 +12,8 @@ from flows.common import pipeline_run
 from pipeline_lib.config import Recipe
 from pipeline_lib.runs import RunLayout, stages_to_force
 from pipeline_lib.sampling import SamplingParams
-from pipeline_lib.suite import code_digest
+from pipeline_lib import evaluation, suite
+from pipeline_lib.store import source_digest
 from tasks.data import prepare_suite
 from tasks.evaluation import log_evaluation, score
 from tasks.models import provision_model
@@ -28,7 +29,7 @@ def evaluate_round(
     """Greedy answers on the held-out split, verified and logged; shared by every method's flow."""
     items_dir = run_stage(
         prepare_suite,
-        config={"suite": recipe.suite, "split": "eval", "code": code_digest()},
+        config={"suite": recipe.suite.for_split("eval"), "code": source_digest(suite, evaluation)},
         inputs={},
         link_as=layout.stage("suite-eval"),
         force="prepare-suite" in force,
@@ -51,7 +52,7 @@ def evaluate_round(
     )
     scores_dir = run_stage(
         score,
-        config={"code": code_digest()},
+        config={"code": source_digest(suite, evaluation)},
         inputs={"items": items_dir, "samples": samples_dir},
         link_as=layout.stage("eval-scores", round_index),
         force="score" in force,

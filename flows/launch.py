@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -25,6 +26,9 @@ def _flow_module(method: str):
     return importlib.import_module(FLOW_MODULES[method])
 
 
+_FAILED_WITH_USER_ERROR = re.compile(r"^Finished in state Failed\(.*encountered an exception UserError: ")
+
+
 class _UserErrorsInOneLine(logging.Filter):
     """Keep Prefect's console from printing tracebacks for mistakes the CLI reports in one line.
 
@@ -33,7 +37,11 @@ class _UserErrorsInOneLine(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
-        return not isinstance(error, UserError) and "UserError" not in record.getMessage()
+        if isinstance(error, UserError):
+            return False
+        # Prefect's summary line of a failed run names the exception type; only
+        # that exact form is dropped, never a message that merely mentions it.
+        return not _FAILED_WITH_USER_ERROR.search(record.getMessage())
 
 
 def _quiet_user_errors_on_console() -> None:

@@ -24,20 +24,29 @@ import httpx
 import prefect
 from prefect.events.worker import EventsWorker
 from prefect.logging.handlers import APILogWorker
-from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
 
-from pipeline_lib.errors import UserError
+from pipeline_lib.home import prefect_home
 
 HOST = "127.0.0.1"
+START_ATTEMPTS = 3
 _PR_SET_PDEATHSIG = 1
+try:
+    # Resolved here, not in the forked child, where loading a library is unsafe.
+    _prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+except (OSError, AttributeError):  # not Linux: the normal-exit path below still stops it
+    _prctl = None
 
 
-def _die_with_parent() -> None:
-    """Runs in the child before exec: SIGTERM it when the parent process dies (Linux)."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:  # not Linux: the normal-exit path below still stops it
-        pass
+def _die_with_parent(parent: int):
+    def setup() -> None:
+        """Runs in the child before exec: SIGTERM it when the parent dies, or exit if it already has."""
+        if _prctl is not None:
+            _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return setup
 
 
 def _free_port() -> int:
@@ -46,19 +55,60 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _wait_healthy(url: str, process: subprocess.Popen, timeout: float) -> None:
+def _healthy(url: str, process: subprocess.Popen, timeout: float) -> bool:
+    """Wait for the server; False if it exited first (e.g. someone took the port in between)."""
     deadline = time.monotonic() + timeout
     with httpx.Client() as client:
         while time.monotonic() < deadline:
             if process.poll() is not None:
-                raise UserError(f"the local Prefect API exited with code {process.returncode} while starting")
+                return False
             try:
                 if client.get(f"{url}/health", timeout=2).status_code == 200:
-                    return
+                    return True
             except httpx.TransportError:
                 pass
             time.sleep(0.1)
-    raise UserError(f"the local Prefect API at {url} was not healthy after {timeout:.0f} s")
+    raise RuntimeError(f"the local Prefect API at {url} was not healthy after {timeout:.0f} s; see {_log_file()}")
+
+
+def _log_file():
+    return prefect_home() / "local-api.log"
+
+
+def _start(timeout: float) -> tuple[subprocess.Popen, str]:
+    env = {
+        **os.environ,
+        **get_current_settings().to_environment_variables(exclude_unset=True),
+        "PREFECT_UI_ENABLED": "0",
+        "PREFECT__SERVER_EPHEMERAL": "1",
+    }
+    for _ in range(START_ATTEMPTS):
+        port = _free_port()
+        url = f"http://{HOST}:{port}/api"
+        command = [
+            sys.executable, "-m", "uvicorn",
+            "--app-dir", str(prefect.__module_path__.parent),
+            "--factory", "prefect.server.api.server:create_app",
+            "--host", HOST, "--port", str(port), "--log-level", "error", "--lifespan", "on",
+        ]
+        with open(_log_file(), "a") as log:
+            # Its own session: a terminal's ctrl-C reaches the flow, which then
+            # still has a live API to record the cancelled run in.
+            server = subprocess.Popen(
+                command,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_parent(os.getpid()),
+            )
+        try:
+            if _healthy(url, server, timeout):
+                return server, url
+        except BaseException:
+            _stop(server)
+            raise
+    raise RuntimeError(f"the local Prefect API did not start after {START_ATTEMPTS} attempts; see {_log_file()}")
 
 
 @contextmanager
@@ -67,18 +117,8 @@ def local_prefect_api(timeout: float = 120.0) -> Iterator[bool]:
     if PREFECT_API_URL.value():
         yield False
         return
-    port = _free_port()
-    url = f"http://{HOST}:{port}/api"
-    command = [
-        sys.executable, "-m", "uvicorn",
-        "--app-dir", str(prefect.__module_path__.parent),
-        "--factory", "prefect.server.api.server:create_app",
-        "--host", HOST, "--port", str(port), "--log-level", "error", "--lifespan", "on",
-    ]
-    env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1"}
-    server = subprocess.Popen(command, env=env, preexec_fn=_die_with_parent)
+    server, url = _start(timeout)
     try:
-        _wait_healthy(url, server, timeout)
         with temporary_settings(updates={PREFECT_API_URL: url}):
             try:
                 yield True
@@ -87,9 +127,13 @@ def local_prefect_api(timeout: float = 120.0) -> Iterator[bool]:
                 APILogWorker.drain_all(timeout=10)
                 EventsWorker.drain_all(timeout=10)
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        _stop(server)
+
+
+def _stop(server: subprocess.Popen) -> None:
+    server.terminate()
+    try:
+        server.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()

@@ -37,6 +37,11 @@ class SuiteConfig(Section):
     n_eval: int = Field(128, ge=1)
     seed: int = 0
 
+    def for_split(self, split: str) -> dict[str, Any]:
+        """The settings one split is generated from (not the other split's size)."""
+        other = "n_train" if split == "eval" else "n_eval"
+        return {"split": split, **self.model_dump(exclude={other})}
+
     @field_validator("families")
     @classmethod
     def _known_families(cls, families: list[str] | None) -> list[str] | None:
@@ -126,11 +131,6 @@ class Recipe(Section):
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
-
-    def section_hash(self, *sections: str) -> str:
-        """Hash of some sections only, so a stage's key ignores settings it does not read."""
-        dumped = self.to_dict()
-        return hash_json({name: dumped[name] for name in sections})
 
 
 # Sections that cannot change any output; leaving them out of the hash lets a

@@ -10,6 +10,8 @@ folders link to the stage folders they used.
 
 from __future__ import annotations
 
+import fcntl
+import glob
 import hashlib
 import json
 import os
@@ -17,8 +19,9 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from pipeline_lib.home import alignflow_home
@@ -80,9 +83,12 @@ def digest_path(path: str | Path) -> str:
 
 
 def _remembered_digest(folder: Path) -> str:
+    # The inode and ctime change with any rewrite, even one that keeps the size
+    # and restores the mtime (cp -p, rsync -a).
     stats = [
-        (file.relative_to(folder).as_posix(), file.stat().st_size, file.stat().st_mtime_ns)
+        (file.relative_to(folder).as_posix(), st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
         for file in sorted(p for p in folder.rglob("*") if p.is_file())
+        for st in [file.stat()]
     ]
     fingerprint = hashlib.sha256(json.dumps([str(folder), stats]).encode()).hexdigest()
     memo = alignflow_home() / "digests" / fingerprint
@@ -91,6 +97,22 @@ def _remembered_digest(folder: Path) -> str:
     digest = digest_tree(folder)
     atomic_write_text(memo, digest)
     return digest
+
+
+def source_digest(*modules: ModuleType) -> str:
+    """Digest of the Python source of modules (a package: all its .py files).
+
+    Part of the key of stages that are cheap to recompute and whose output is
+    a pure function of code, such as generating and grading the suite, so that
+    changed code never reuses outputs made by the old code.
+    """
+    sha = hashlib.sha256()
+    for module in modules:
+        origin = Path(module.__file__)
+        files = sorted(origin.parent.rglob("*.py")) if origin.name == "__init__.py" else [origin]
+        for source in files:
+            sha.update(source.name.encode() + b"\0" + source.read_bytes())
+    return sha.hexdigest()
 
 
 def digest_tree(folder: Path) -> str:
@@ -103,9 +125,7 @@ def digest_tree(folder: Path) -> str:
 
 
 def _temp_sibling(path: Path, kind: str = "tmp") -> Path:
-    # The pid in the name lets a later attempt tell a dead writer's leftovers
-    # from a live writer's work in progress.
-    return path.with_name(f".{path.name}.{kind}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    return path.with_name(f".{path.name}.{kind}-{uuid.uuid4().hex[:12]}")
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -129,37 +149,42 @@ def atomic_write_parquet(table: Any, path: Path) -> None:
 
 
 def link(link_path: Path, target: Path) -> None:
-    """Point ``link_path`` at ``target`` with a symlink, replacing what was there in one rename."""
+    """Point ``link_path`` at ``target`` with a symlink, replacing what was there in one rename.
+
+    The link is relative, so moving the whole home (runs and stages together) keeps it valid.
+    """
     link_path.parent.mkdir(parents=True, exist_ok=True)
     if link_path.is_dir() and not link_path.is_symlink():
         shutil.rmtree(link_path)
     tmp = _temp_sibling(link_path, "link")
-    os.symlink(Path(target).resolve(), tmp)
+    os.symlink(os.path.relpath(Path(target).resolve(), link_path.parent.resolve()), tmp)
     os.replace(tmp, link_path)
 
 
-def _sweep_dead_leftovers(final: Path) -> None:
-    """Remove temporary siblings of ``final`` left by writers that were killed."""
-    for leftover in final.parent.glob(f".{final.name}.*-*-*"):
-        kind_and_pid = leftover.name[len(final.name) + 2 :].split("-")
-        if len(kind_and_pid) < 3 or kind_and_pid[0] not in ("tmp", "old") or not kind_and_pid[1].isdigit():
-            continue
-        if _alive(int(kind_and_pid[1])):
-            continue
-        if leftover.is_dir() and not leftover.is_symlink():
-            shutil.rmtree(leftover, ignore_errors=True)
-        else:
-            leftover.unlink(missing_ok=True)
+@contextmanager
+def writer_lock(final: Path) -> Iterator[None]:
+    """Hold the one lock for writing ``final``, across processes (two runs may share a stage).
+
+    Every writer holds it for as long as its temporary folder exists, so whoever
+    holds it knows that any temporary sibling it finds is a killed writer's leftover.
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with open(final.with_name(f".{final.name}.lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _sweep_leftovers(final: Path) -> None:
+    """Remove what killed writers of ``final`` left behind; call with its writer lock held."""
+    for kind in ("tmp", "old"):
+        for leftover in final.parent.glob(f".{glob.escape(final.name)}.{kind}-*"):
+            if leftover.is_dir() and not leftover.is_symlink():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
 
 
 def read_manifest(folder: Path) -> dict[str, Any] | None:
@@ -176,11 +201,20 @@ def write_manifest(folder: Path, **fields: Any) -> dict[str, Any]:
 
 
 @contextmanager
-def atomic_dir(final: Path) -> Iterator[Path]:
-    """Yield a temporary sibling folder; on success it replaces ``final`` in one rename."""
+def atomic_dir(final: Path, *, locked: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling folder; on success it replaces ``final`` in one rename.
+
+    Takes ``final``'s writer lock unless the caller already holds it (``locked=True``).
+    """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    _sweep_dead_leftovers(final)
+    with nullcontext() if locked else writer_lock(final):
+        _sweep_leftovers(final)
+        with _filled_then_renamed(final) as tmp:
+            yield tmp
+
+
+@contextmanager
+def _filled_then_renamed(final: Path) -> Iterator[Path]:
     tmp = _temp_sibling(final)
     tmp.mkdir()
     try:
@@ -211,27 +245,37 @@ def build_stage(
     build: Callable[[Path], Mapping[str, Any] | None],
     inputs: Mapping[str, str] | None = None,
     force: bool = False,
+    scratch: Path | None = None,
 ) -> Path:
     """Build a stage output once: reuse a complete folder with the same key, else build it atomically.
 
     ``build`` fills the temporary folder and may return extra manifest fields
-    (row counts, metrics); timings and the key are recorded here.
+    (row counts, metrics); timings and the key are recorded here. ``scratch``
+    is a folder the build may keep progress in across attempts (sampling
+    shards); it is removed once the output is in place. Builds of one folder
+    are serialised across processes, and a build that waited for another
+    reuses its result instead of replacing it.
     """
     folder = Path(folder)
     if not force and is_complete(folder, key):
         return folder
-    if stage in os.environ.get(FAIL_STAGE_ENV, "").split(","):
-        raise InjectedFailure(f"failure injected into stage {stage!r} by {FAIL_STAGE_ENV} (a switch for tests)")
-    started = time.time()
-    with atomic_dir(folder) as tmp:
-        extra = dict(build(tmp) or {})
-        write_manifest(
-            tmp,
-            stage=stage,
-            key=key,
-            inputs=dict(inputs or {}),
-            started_at=started,
-            seconds=round(time.time() - started, 3),
-            **extra,
-        )
+    with writer_lock(folder):
+        if not force and is_complete(folder, key):
+            return folder
+        if stage in os.environ.get(FAIL_STAGE_ENV, "").split(","):
+            raise InjectedFailure(f"failure injected into stage {stage!r} by {FAIL_STAGE_ENV} (a switch for tests)")
+        started = time.time()
+        with atomic_dir(folder, locked=True) as tmp:
+            extra = dict(build(tmp) or {})
+            write_manifest(
+                tmp,
+                stage=stage,
+                key=key,
+                inputs=dict(inputs or {}),
+                started_at=started,
+                seconds=round(time.time() - started, 3),
+                **extra,
+            )
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
     return folder

@@ -1,6 +1,5 @@
 """Generation stages: every one goes through the sampler interface."""
 
-import shutil
 from pathlib import Path
 
 from pipeline_lib.config import SamplerConfig
@@ -44,6 +43,4 @@ def generate_answers(
         )
         return {"sampling": stats, "rows": stats["n_samples"]}
 
-    result = build_stage(out, "generate-answers", key, build, force=force)
-    shutil.rmtree(shards, ignore_errors=True)
-    return str(result)
+    return str(build_stage(out, "generate-answers", key, build, force=force, scratch=shards))

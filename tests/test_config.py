@@ -86,7 +86,8 @@ def test_hash_tracks_outputs_not_tracking(recipe_file):
     assert config_hash(base) != config_hash(load_recipe(recipe_file, ["train.lr=3e-5"]))
     # Where metrics go cannot change what is computed.
     assert config_hash(base) == config_hash(load_recipe(recipe_file, ["tracking.experiment=other"]))
-    assert base.section_hash("sampler") == load_recipe(recipe_file, ["train.lr=3e-5"]).section_hash("sampler")
+    assert base.suite.for_split("eval") == load_recipe(recipe_file, ["suite.n_train=9"]).suite.for_split("eval")
+    assert base.suite.for_split("train") != load_recipe(recipe_file, ["suite.n_train=9"]).suite.for_split("train")
 
 
 def test_resolved_config_is_saved_and_reloads(recipe_file, tmp_path):

@@ -1,4 +1,7 @@
-"""SIGKILL in the middle of sampling: nothing is left running, and the rerun resumes from the finished shards."""
+"""Interrupting a run in the middle of sampling: ctrl-C and SIGKILL.
+
+Nothing may be left running, and a rerun resumes from the finished shards.
+"""
 
 import os
 import signal
@@ -8,49 +11,86 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 
 from pipeline_lib.config import config_hash, load_recipe
 from pipeline_lib.store import read_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = str(REPO / "configs" / "evaluate-tiny.yaml")
-# Enough prompts for several 64-prompt shards, so a kill can land between them.
-SETTINGS = ["suite.n_eval=384", "eval.max_new_tokens=40"]
+SCRIPT = str(Path(sys.executable).with_name("alignflow"))
 
 
-def _alignflow(*args: str, **kwargs) -> subprocess.Popen:
-    script = Path(sys.executable).with_name("alignflow")
-    return subprocess.Popen([str(script), *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
+def _settings(n_eval: int) -> list[str]:
+    # Enough prompts for several 64-prompt shards, so an interrupt lands between them.
+    return [f"suite.n_eval={n_eval}", "eval.max_new_tokens=40"]
 
 
-def test_sigkill_during_sampling_leaves_no_process_and_resumes_from_shards(alignflow_home):
-    run = _alignflow("run", RECIPE, *SETTINGS)
-    shards = alignflow_home / "stages" / "generate-answers"
+def _start(settings: list[str], log: Path) -> subprocess.Popen:
+    with open(log, "w") as out:
+        # Its own process group, as a command started from a terminal has.
+        return subprocess.Popen(
+            [SCRIPT, "run", RECIPE, *settings], stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def _wait_for_first_shard(run: subprocess.Popen, home: Path, log: Path) -> Path:
     deadline = time.monotonic() + 240
-    while not list(shards.glob("*.partial/shard-00000.json")):
-        assert run.poll() is None, run.stdout.read()
+    while True:
+        found = list((home / "stages" / "generate-answers").glob("*.partial/shard-00000.json"))
+        if found:
+            return found[0].parent
+        assert run.poll() is None, log.read_text()[-3000:]
         assert time.monotonic() < deadline, "sampling never wrote a shard"
         time.sleep(0.05)
-    children = psutil.Process(run.pid).children(recursive=True)
-    assert children, "the run should have started its private Prefect API"
-    run.send_signal(signal.SIGKILL)
-    run.wait(timeout=30)
 
-    # The private Prefect API dies with its parent, even one killed with SIGKILL.
-    _, alive = psutil.wait_procs(children, timeout=30)
-    assert not alive, f"left running after SIGKILL: {[p.cmdline()[:4] for p in alive]}"
-    partial = next(shards.glob("*.partial"))
+
+def _stop_leftovers(processes: list[psutil.Process]) -> list[psutil.Process]:
+    """Wait for processes to end; kill (by PID) and return any still alive."""
+    _, alive = psutil.wait_procs(processes, timeout=30)
+    for process in alive:
+        process.kill()
+    return alive
+
+
+@pytest.mark.parametrize(
+    "how, n_eval",
+    [("ctrl-c", 320), ("sigkill", 384)],
+)
+def test_interrupt_during_sampling_leaves_no_process_and_resumes_from_shards(how, n_eval, alignflow_home, tmp_path):
+    settings = _settings(n_eval)
+    log = tmp_path / "run.log"
+    run = _start(settings, log)
+    try:
+        partial = _wait_for_first_shard(run, alignflow_home, log)
+        children = psutil.Process(run.pid).children(recursive=True)
+        assert children, "the run should have started its private Prefect API"
+        if how == "ctrl-c":
+            os.killpg(run.pid, signal.SIGINT)  # what a terminal sends to the foreground group
+            assert run.wait(timeout=120) == 130
+            assert "Traceback" not in log.read_text()
+            assert "rerun the same command to resume" in log.read_text()
+        else:
+            run.send_signal(signal.SIGKILL)
+            run.wait(timeout=30)
+        # The private Prefect API ends with its parent, even one killed with SIGKILL.
+        alive = _stop_leftovers(children)
+        assert not alive, f"left running: {[p.pid for p in alive]}"
+    finally:
+        if run.poll() is None:
+            run.kill()
     finished_before = len(list(partial.glob("shard-*.json")))
     assert finished_before >= 1
 
-    rerun = _alignflow("run", RECIPE, *SETTINGS)
-    out, _ = rerun.communicate(timeout=600)
-    assert rerun.returncode == 0, out
+    rerun = subprocess.run([SCRIPT, "run", RECIPE, *settings], capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
 
-    recipe = load_recipe(RECIPE, SETTINGS)
+    recipe = load_recipe(RECIPE, settings)
     run_dir = alignflow_home / "runs" / f"{recipe.name}-{config_hash(recipe)[:10]}"
     sampling = read_manifest(run_dir / "round-0" / "eval-answers")["sampling"]
     assert sampling["shards_reused"] >= finished_before
-    assert sampling["shards_total"] == 6 and sampling["n_samples"] == 384
+    assert sampling["n_samples"] == n_eval
     assert not partial.exists(), "scratch shards are removed once the stage is complete"
-    assert os.path.isdir(run_dir / "round-0" / "eval-scores")
+    stage_root = partial.parent
+    assert not list(stage_root.glob(".*.tmp-*")), "the killed writer's temporary folder is swept"
+    assert (run_dir / "round-0" / "eval-scores").is_dir()

@@ -62,7 +62,8 @@ def _states_of_last_run() -> dict[str, str]:
     return anyio.run(latest)
 
 
-def test_rerun_reuses_and_changed_input_recomputes(tmp_path):
+def test_rerun_reuses_and_changed_input_recomputes(tmp_path, monkeypatch):
+    monkeypatch.setenv("ALIGNFLOW_HOME", str(tmp_path / "home"))  # stages of its own
     source = tmp_path / "numbers.txt"
     source.write_text("1 2 3")
     EXECUTIONS.clear()
@@ -91,7 +92,8 @@ def test_rerun_reuses_and_changed_input_recomputes(tmp_path):
     assert EXECUTIONS[-2:] == ["double", "total"]
 
 
-def test_runs_share_stages_by_key_and_never_see_each_others_outputs(tmp_path):
+def test_runs_share_stages_by_key_and_never_see_each_others_outputs(tmp_path, monkeypatch):
+    monkeypatch.setenv("ALIGNFLOW_HOME", str(tmp_path / "home"))
     source = tmp_path / "numbers.txt"
     source.write_text("5 5")
     EXECUTIONS.clear()

@@ -5,6 +5,11 @@ import pytest
 from pipeline_lib.store import atomic_dir, build_stage, cache_key, digest_path, is_complete, read_manifest
 
 
+def _visible_and_temp(folder):
+    """Names in a folder, leaving out the writer-lock files, which stay on purpose."""
+    return sorted(p.name for p in folder.iterdir() if not p.name.endswith(".lock"))
+
+
 def test_cache_key_depends_on_stage_config_and_inputs_only():
     key = cache_key("sample", "cfg1", {"model": "m1", "prompts": "p1"})
     assert key == cache_key("sample", "cfg1", {"prompts": "p1", "model": "m1"})  # order-free
@@ -21,7 +26,7 @@ def test_atomic_dir_leaves_nothing_on_failure(tmp_path):
             (tmp / "half.txt").write_text("partial")
             raise RuntimeError("killed")
     assert not final.exists()
-    assert list(tmp_path.iterdir()) == []
+    assert _visible_and_temp(tmp_path) == []
 
 
 def test_atomic_dir_replaces_a_previous_output(tmp_path):
@@ -30,7 +35,7 @@ def test_atomic_dir_replaces_a_previous_output(tmp_path):
         with atomic_dir(final) as tmp:
             (tmp / "out.txt").write_text(text)
     assert (final / "out.txt").read_text() == "second"
-    assert [p.name for p in tmp_path.iterdir()] == ["stage"]
+    assert _visible_and_temp(tmp_path) == ["stage"]
 
 
 def test_build_stage_reuses_by_key_and_rebuilds_on_change(tmp_path):
@@ -74,39 +79,94 @@ def test_stage_dir_is_a_function_of_stage_and_key(alignflow_home):
     assert stage_dir("sample", "ab" * 32).is_relative_to(alignflow_home / "stages")
 
 
-def test_link_replaces_atomically(tmp_path):
+def test_link_replaces_atomically_and_is_relative(tmp_path):
     from pipeline_lib.store import link
 
     (tmp_path / "one").mkdir()
     (tmp_path / "two").mkdir()
+    (tmp_path / "run" / "stage").mkdir(parents=True)  # a real folder from before is replaced too
     link(tmp_path / "run" / "stage", tmp_path / "one")
     link(tmp_path / "run" / "stage", tmp_path / "two")
     assert (tmp_path / "run" / "stage").resolve() == (tmp_path / "two").resolve()
+    assert not os.path.isabs(os.readlink(tmp_path / "run" / "stage"))
     assert [p.name for p in (tmp_path / "run").iterdir()] == ["stage"]
 
 
-def test_leftovers_of_a_killed_writer_are_swept(tmp_path):
-    import subprocess
-
-    dead = subprocess.Popen(["true"])
-    dead.wait()
-    leftover = tmp_path / f".stage.tmp-{dead.pid}-deadbeef"
-    leftover.mkdir()
-    live = tmp_path / f".stage.tmp-{os.getpid()}-cafef00d"
-    live.mkdir()
+def test_leftovers_of_a_killed_writer_are_swept_and_nothing_else(tmp_path):
+    leftovers = [tmp_path / ".stage.tmp-deadbeef0000", tmp_path / ".stage.old-deadbeef0000"]
+    unrelated = [tmp_path / ".stage-2.tmp-deadbeef0000", tmp_path / ".stage.x.tmp-1", tmp_path / ".other"]
+    for path in leftovers + unrelated:
+        path.mkdir()
     with atomic_dir(tmp_path / "stage") as tmp:
         (tmp / "x").write_text("1")
-    assert not leftover.exists()
-    assert live.exists()  # a live writer's work in progress is never touched
+    assert not any(path.exists() for path in leftovers)
+    assert all(path.exists() for path in unrelated)
 
 
-def test_folder_digest_is_remembered_until_files_change(tmp_path, alignflow_home):
+_RACER = """
+import sys, time
+from pathlib import Path
+from pipeline_lib.store import build_stage
+
+def build(folder):
+    with open(sys.argv[2], "a") as log:
+        log.write("built\\n")
+    time.sleep(1.0)
+    (folder / "out.txt").write_text("done")
+
+build_stage(Path(sys.argv[1]), "race", "k", build)
+print((Path(sys.argv[1]) / "out.txt").read_text())
+"""
+
+
+def test_concurrent_builds_of_one_key_build_once(tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "racer.py"
+    script.write_text(_RACER)
+    log = tmp_path / "builds.log"
+    racers = [
+        subprocess.Popen([sys.executable, str(script), str(tmp_path / "stage"), str(log)], stdout=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    outputs = [racer.communicate(timeout=120)[0].strip() for racer in racers]
+    assert [racer.returncode for racer in racers] == [0, 0]
+    assert outputs == ["done", "done"]
+    assert log.read_text().splitlines() == ["built"]
+
+
+def test_folder_digest_is_remembered_until_files_change(tmp_path, alignflow_home, monkeypatch):
+    import pipeline_lib.store as store
+
     folder = tmp_path / "model"
     folder.mkdir()
     (folder / "weights.bin").write_bytes(b"\0" * 1000)
     first = digest_path(folder)
-    memos = list((alignflow_home / "digests").iterdir())
-    assert any(m.read_text() == first for m in memos)
+
+    def no_rehash(_folder):
+        raise AssertionError("a remembered digest must not be recomputed")
+
+    monkeypatch.setattr(store, "digest_tree", no_rehash)
     assert digest_path(folder) == first
-    (folder / "weights.bin").write_bytes(b"\1" * 1001)
+    monkeypatch.undo()
+    (folder / "weights.bin").write_bytes(b"\1" * 1000)  # same size
     assert digest_path(folder) != first
+
+
+def test_source_digest_covers_a_package_and_changes_with_its_code(tmp_path, monkeypatch):
+    import importlib
+    import sys
+
+    from pipeline_lib.store import source_digest
+
+    package = tmp_path / "fakepkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "rules.py").write_text("LIMIT = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = importlib.import_module("fakepkg")
+    first = source_digest(module)
+    (package / "rules.py").write_text("LIMIT = 2\n")
+    assert source_digest(module) != first
+    sys.modules.pop("fakepkg", None)

@@ -390,9 +390,3 @@ def test_summarize_reports_per_family_and_overall(items: list[SuiteItem]) -> Non
     with pytest.raises(UserError, match="responses"):
         summarize(sample, [])
 
-
-def test_code_digest_is_stable_and_tracks_the_source():
-    from pipeline_lib.suite import code_digest
-    from pipeline_lib.suite.version import code_digest as direct
-
-    assert code_digest() == direct() and len(code_digest()) == 64

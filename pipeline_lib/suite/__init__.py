@@ -7,14 +7,12 @@
 
 from pipeline_lib.suite.generate import DIFFICULTIES, FAMILIES, generate_suite, split_of
 from pipeline_lib.suite.item import SuiteItem, Verdict
-from pipeline_lib.suite.version import code_digest
 from pipeline_lib.suite.verify import summarize, summarize_scores, verify
 
 __all__ = [
     "DIFFICULTIES",
     "FAMILIES",
     "SuiteItem",
-    "code_digest",
     "Verdict",
     "generate_suite",
     "split_of",
