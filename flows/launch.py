@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import re
 import sys
 from pathlib import Path
 
-from pipeline_lib.config import load_recipe
 from flows.local_api import local_prefect_api
+from pipeline_lib.config import load_recipe
 from pipeline_lib.errors import UserError
 from pipeline_lib.models import check_reference
 from pipeline_lib.runs import stages_to_force
-
 
 # recipe.method -> the module holding that method's flow (as FLOW) and its STAGES.
 FLOW_MODULES = {"evaluate": "flows.evaluate"}
 
 
 def _flow_module(method: str):
-    import importlib
-
     if method not in FLOW_MODULES:
         raise UserError(f"method {method!r} has no flow yet; available: {', '.join(FLOW_MODULES)}")
     return importlib.import_module(FLOW_MODULES[method])
@@ -55,12 +53,11 @@ def launch(recipe_path: str, overrides: list[str], from_stage: str | None = None
     recipe = load_recipe(recipe_path, overrides)
     module = _flow_module(recipe.method)
     stages_to_force(module.STAGES, from_stage)
-    flow_fn = module.FLOW
     check_reference(recipe.model.ref)
     _quiet_user_errors_on_console()
     print(f"alignflow: running {recipe.method} recipe {recipe.name!r} ({recipe_path})", file=sys.stderr)
     with local_prefect_api() as private:
-        state = flow_fn(
+        state = module.FLOW(
             recipe=str(Path(recipe_path).resolve()), overrides=list(overrides), from_stage=from_stage, return_state=True
         )
         flow_run_id = state.state_details.flow_run_id
