@@ -60,11 +60,11 @@ def _prefect() -> tuple[str, str]:
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL
 
+    from flows.local_api import local_prefect_api
+
     async def health():
         async with get_client() as client:
             return await client.api_healthcheck()
-
-    from flows.local_api import local_prefect_api
 
     started = time.perf_counter()
     with local_prefect_api() as private:

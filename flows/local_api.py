@@ -16,16 +16,15 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import httpx
 import prefect
 from prefect.events.worker import EventsWorker
 from prefect.logging.handlers import APILogWorker
 from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
 
+from flows.servers import stop_group, wait_healthy
 from pipeline_lib.home import prefect_home
 
 HOST = "127.0.0.1"
@@ -53,22 +52,6 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind((HOST, 0))
         return probe.getsockname()[1]
-
-
-def _healthy(url: str, process: subprocess.Popen, timeout: float) -> bool:
-    """Wait for the server; False if it exited first (e.g. someone took the port in between)."""
-    deadline = time.monotonic() + timeout
-    with httpx.Client() as client:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                return False
-            try:
-                if client.get(f"{url}/health", timeout=2).status_code == 200:
-                    return True
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-    raise RuntimeError(f"the local Prefect API at {url} was not healthy after {timeout:.0f} s; see {_log_file()}")
 
 
 def _log_file():
@@ -103,10 +86,10 @@ def _start(timeout: float) -> tuple[subprocess.Popen, str]:
                 preexec_fn=_die_with_parent(os.getpid()),
             )
         try:
-            if _healthy(url, server, timeout):
+            if wait_healthy(f"{url}/health", server, timeout):
                 return server, url
         except BaseException:
-            _stop(server)
+            stop_group(server)
             raise
     raise RuntimeError(f"the local Prefect API did not start after {START_ATTEMPTS} attempts; see {_log_file()}")
 
@@ -127,13 +110,5 @@ def local_prefect_api(timeout: float = 120.0) -> Iterator[bool]:
                 APILogWorker.drain_all(timeout=10)
                 EventsWorker.drain_all(timeout=10)
     finally:
-        _stop(server)
+        stop_group(server)
 
-
-def _stop(server: subprocess.Popen) -> None:
-    server.terminate()
-    try:
-        server.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        server.kill()
-        server.wait()

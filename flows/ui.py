@@ -12,9 +12,9 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
+from flows.servers import stop_group, wait_healthy
 from pipeline_lib.errors import UserError
 from pipeline_lib.home import mlflow_dir
 from pipeline_lib.tracking import default_tracking_uri
@@ -27,17 +27,12 @@ def _bin(name: str) -> str:
 
 
 def _wait_healthy(url: str, process: subprocess.Popen, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise UserError(f"server for {url} exited with code {process.returncode} before it was healthy")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise UserError(f"{url} was not healthy after {timeout:.0f} s")
+    try:
+        healthy = wait_healthy(url, process, timeout)
+    except TimeoutError as error:
+        raise UserError(str(error)) from None
+    if not healthy:
+        raise UserError(f"server for {url} exited with code {process.returncode} before it was healthy")
 
 
 def _check_free(port: int) -> None:
@@ -88,19 +83,8 @@ def serve_uis(prefect_port: int = 4200, mlflow_port: int = 5000) -> int:
         return 0
     finally:
         for process in processes:
-            _stop(process)
+            stop_group(process)
 
 
 def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
-
-
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
