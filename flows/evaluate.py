@@ -10,12 +10,12 @@ from prefect import flow
 
 from flows.common import pipeline_run
 from pipeline_lib.config import Recipe
-from pipeline_lib.runs import RunLayout, stages_to_force
+from pipeline_lib.runs import RunLayout, StageForcing
 from pipeline_lib.sampling import SamplingParams
 from pipeline_lib import evaluation, suite
 from pipeline_lib.store import source_digest
 from tasks.data import prepare_suite
-from tasks.evaluation import log_evaluation, score
+from tasks.evaluation import log_round, score
 from tasks.models import provision_model
 from tasks.sampling import generate_answers
 from tasks.stage import run_stage
@@ -24,15 +24,25 @@ STAGES = ["prepare-suite", "generate-answers", "score"]
 
 
 def evaluate_round(
-    recipe: Recipe, layout: RunLayout, model_path: str, round_index: int, parent_run_id: str, force: set[str]
+    recipe: Recipe,
+    layout: RunLayout,
+    model_path: str,
+    round_index: int,
+    parent_run_id: str,
+    force: StageForcing,
+    round_dirs: dict[str, str] | None = None,
 ) -> dict[str, float]:
-    """Greedy answers on the held-out split, verified and logged; shared by every method's flow."""
+    """Greedy answers on the held-out split, verified and logged with the round's other outputs.
+
+    Shared by every method's flow; ``round_dirs`` are the round's training
+    stage outputs to report alongside (see ``tasks.evaluation.log_round``).
+    """
     items_dir = run_stage(
         prepare_suite,
         config={"suite": recipe.suite.for_split("eval"), "code": source_digest(suite, evaluation)},
         inputs={},
         link_as=layout.stage("suite-eval"),
-        force="prepare-suite" in force,
+        force=force,
         suite=recipe.suite,
         split="eval",
     )
@@ -42,7 +52,7 @@ def evaluate_round(
         config={"params": params.describe(), "backend": recipe.sampler.backend, "dtype": recipe.model.dtype},
         inputs={"model": model_path, "items": items_dir},
         link_as=layout.stage("eval-answers", round_index),
-        force="generate-answers" in force,
+        force=force,
         items_dir=items_dir,
         model_path=model_path,
         dtype=recipe.model.dtype,
@@ -55,17 +65,17 @@ def evaluate_round(
         config={"code": source_digest(suite, evaluation)},
         inputs={"items": items_dir, "samples": samples_dir},
         link_as=layout.stage("eval-scores", round_index),
-        force="score" in force,
+        force=force,
         items_dir=items_dir,
         samples_dir=samples_dir,
     )
-    return log_evaluation(parent_run_id, round_index, scores_dir, items_dir)
+    return log_round(parent_run_id, round_index, scores_dir, items_dir, round_dirs)
 
 
 @flow(name="evaluate")
 def evaluate(recipe: str, overrides: list[str] | None = None, from_stage: str | None = None) -> dict:
     with pipeline_run(recipe, overrides) as (config, layout, parent_run_id):
-        force = stages_to_force(STAGES, from_stage)
+        force = StageForcing(STAGES, from_stage)
         model_path = provision_model(config.model.ref)
         metrics = evaluate_round(config, layout, model_path, 0, parent_run_id, force)
         return {"run_dir": str(layout.root), "mlflow_run_id": parent_run_id, "rounds": {0: metrics}}

@@ -12,10 +12,10 @@ from flows.local_api import local_prefect_api
 from pipeline_lib.config import load_recipe
 from pipeline_lib.errors import UserError
 from pipeline_lib.models import check_reference
-from pipeline_lib.runs import stages_to_force
+from pipeline_lib.runs import StageForcing
 
 # recipe.method -> the module holding that method's flow (as FLOW) and its STAGES.
-FLOW_MODULES = {"evaluate": "flows.evaluate"}
+FLOW_MODULES = {"evaluate": "flows.evaluate", "seft": "flows.seft"}
 
 
 def _flow_module(method: str):
@@ -52,7 +52,7 @@ def launch(recipe_path: str, overrides: list[str], from_stage: str | None = None
     # Validate before Prefect starts, so a typo costs a second, not a server start.
     recipe = load_recipe(recipe_path, overrides)
     module = _flow_module(recipe.method)
-    stages_to_force(module.STAGES, from_stage)
+    StageForcing(module.STAGES, from_stage)
     check_reference(recipe.model.ref)
     _quiet_user_errors_on_console()
     print(f"alignflow: running {recipe.method} recipe {recipe.name!r} ({recipe_path})", file=sys.stderr)
@@ -73,16 +73,34 @@ def launch(recipe_path: str, overrides: list[str], from_stage: str | None = None
     return 0
 
 
+# Extra columns a round may report (SEFT rounds do; round 0 and evaluate runs show "-").
+ROUND_COLUMNS = [
+    ("none", "revise/none", "{:.0f}"),
+    ("minor", "revise/minor", "{:.0f}"),
+    ("major", "revise/major", "{:.0f}"),
+    ("bad", "revise/malformed", "{:.0f}"),
+    ("kept", "select/accepted", "{:.0f}"),
+    ("loss", "train/loss", "{:.3f}"),
+]
+
+
 def print_report(result: dict, flow_run_id, prefect_location: str) -> None:
     from pipeline_lib.evaluation import family_table, read_metrics
 
     rounds = result["rounds"]
-    print(f"\n{'round':<7}{'score':>8}{'pass':>8}{'length':>8}")
+    extra = [column for column in ROUND_COLUMNS if any(column[1] in m for m in rounds.values())]
+    print(f"\n{'round':<7}{'score':>8}{'pass':>8}{'length':>8}" + "".join(f"{name:>7}" for name, _, _ in extra))
     for index, metrics in sorted(rounds.items()):
-        print(f"{index:<7}{metrics['eval/score']:>8.3f}{metrics['eval/pass_rate']:>8.3f}{metrics['eval/length']:>8.1f}")
+        cells = [fmt.format(metrics[key]) if key in metrics else "-" for _, key, fmt in extra]
+        print(
+            f"{index:<7}{metrics['eval/score']:>8.3f}{metrics['eval/pass_rate']:>8.3f}{metrics['eval/length']:>8.1f}"
+            + "".join(f"{cell:>7}" for cell in cells)
+        )
     last_scores = Path(result["run_dir"]) / f"round-{max(rounds)}" / "eval-scores"
     print("\nper family, last round:\n" + family_table(read_metrics(last_scores)))
     print(f"\nrun folder:  {result['run_dir']}")
+    if result.get("final_model"):
+        print(f"final model: {result['final_model']}")
     print(f"prefect:     flow run {flow_run_id} — {prefect_location}")
     print(f"mlflow:      run {result['mlflow_run_id']} — {_mlflow_location(result['mlflow_run_id'])}")
 

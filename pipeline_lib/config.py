@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline_lib.errors import UserError
 from pipeline_lib.store import atomic_write_text
@@ -112,6 +112,64 @@ class EvalConfig(Section):
     batch_size: int = Field(32, ge=1)
 
 
+Decision = Literal["none", "minor", "major"]
+
+
+class ReviserConfig(Section):
+    """SEFT's adaptive reviser: where its graded training data come from and how it is trained.
+
+    Source (a) is the base policy's samples on ``n_prompts`` suite train
+    prompts, scored by the verifiers; source (b), ``preference``, is any
+    preference dataset (chosen/rejected pairs).
+    """
+
+    model: str | None = Field(None, description="model to train as the reviser; default: the policy's base model")
+    n_prompts: int = Field(64, ge=0, description="suite train prompts whose policy samples make source (a)")
+    samples_per_prompt: int = Field(4, ge=1)
+    target: Literal["reference", "best"] = Field("reference", description="revision target for source (a)")
+    preference: DataConfig | None = None
+    tau_none: float = Field(0.0, ge=0.0, description="score gap up to which a response needs no change")
+    tau_major: float = Field(0.5, ge=0.0, description="score gap above which a response needs a major revision")
+    similar_ratio: float = Field(
+        0.4, gt=0.0, le=1.0, description="unscored pairs: a rejected reply at least this similar to chosen is minor"
+    )
+    balance_ratio: float = Field(1.0, ge=0.0, description="cap each decision class at this times the smallest; 0: off")
+    warmup: TrainConfig = Field(default_factory=lambda: TrainConfig(lr=5e-5, epochs=1.0))
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig(lr=5e-5, epochs=1.0))
+    max_new_tokens: int = Field(128, ge=1, description="revision length limit; a longer revision counts as malformed")
+    batch_size: int = Field(16, ge=1)
+
+    @model_validator(mode="after")
+    def _ordered_thresholds(self) -> ReviserConfig:
+        if self.tau_none > self.tau_major:
+            raise ValueError(f"tau_none ({self.tau_none}) must not exceed tau_major ({self.tau_major})")
+        if self.n_prompts == 0 and self.preference is None:
+            raise ValueError("the reviser needs data: set n_prompts > 0 or a preference dataset")
+        return self
+
+
+class SeftConfig(Section):
+    rounds: int = Field(2, ge=1)
+    pool_prompts: int = Field(64, ge=1, description="unannotated suite train prompts sampled every round")
+    # Internal then external evolution: early rounds keep close to the
+    # policy's own answers, later rounds accept heavier revisions.
+    accept: list[list[Decision]] = Field(
+        default_factory=lambda: [["none", "minor"], ["none", "minor", "major"]],
+        description="decisions accepted as training targets, per round; the last entry repeats",
+    )
+
+    @field_validator("accept")
+    @classmethod
+    def _non_empty(cls, accept: list[list[str]]) -> list[list[str]]:
+        if not accept or any(not decisions for decisions in accept):
+            raise ValueError("give at least one round, each with at least one accepted decision")
+        return accept
+
+    def accepted(self, round_index: int) -> list[str]:
+        """The decisions round ``round_index`` (1-based) trains on."""
+        return self.accept[min(round_index, len(self.accept)) - 1]
+
+
 class TrackingConfig(Section):
     uri: str | None = Field(None, description="MLflow tracking URI; default: SQLite under $ALIGNFLOW_HOME")
     experiment: str = "alignflow"
@@ -119,7 +177,7 @@ class TrackingConfig(Section):
 
 class Recipe(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-    method: Literal["evaluate"] = "evaluate"
+    method: Literal["evaluate", "seft"] = "evaluate"
     seed: int = 0
     model: ModelConfig = Field(default_factory=ModelConfig)
     suite: SuiteConfig = Field(default_factory=SuiteConfig)
@@ -127,7 +185,32 @@ class Recipe(Section):
     sampler: SamplerConfig = Field(default_factory=SamplerConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    reviser: ReviserConfig | None = None
+    seft: SeftConfig | None = None
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _method_defaults(cls, raw: Any) -> Any:
+        if isinstance(raw, dict) and raw.get("method") == "seft":
+            raw = {"reviser": {}, "seft": {}, **raw}
+        return raw
+
+    @model_validator(mode="after")
+    def _method_sections(self) -> Recipe:
+        """Another method's sections are a mistake, not something to ignore silently."""
+        if self.method == "seft":
+            assert self.reviser is not None and self.seft is not None
+            needed = self.reviser.n_prompts + self.seft.pool_prompts
+            if self.suite.n_train < needed:
+                raise ValueError(
+                    f"suite.n_train ({self.suite.n_train}) must cover reviser.n_prompts + seft.pool_prompts ({needed})"
+                )
+        else:
+            for section in ("reviser", "seft"):
+                if getattr(self, section) is not None:
+                    raise ValueError(f"section '{section}' is only used by method 'seft', not {self.method!r}")
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -195,6 +278,9 @@ def _describe(error: dict[str, Any]) -> str:
         return f"unknown key '{where}'" + _suggestion(error["loc"])
     if error["type"] == "missing":
         return f"missing required key '{where}'"
+    if error["type"] == "value_error":
+        # Our own checks already word the problem; the whole input would only bury it.
+        return f"bad value for '{where}': {error['msg'].removeprefix('Value error, ')}"
     return f"bad value for '{where}': {error['msg']} (got {error.get('input')!r})"
 
 

@@ -17,10 +17,13 @@ SCORES_FILE = "scores.parquet"
 METRICS_FILE = "metrics.json"
 
 
-def write_suite_split(config: SuiteConfig, split: str, folder: Path) -> dict[str, Any]:
-    """Generate one split of the suite into ``folder/items.parquet``."""
+def write_suite_split(
+    config: SuiteConfig, split: str, folder: Path, start: int = 0, stop: int | None = None
+) -> dict[str, Any]:
+    """Generate one split of the suite (or its items ``start:stop``) into ``folder/items.parquet``."""
     n = config.n_eval if split == "eval" else config.n_train
     items = generate_suite(split, n, seed=config.seed, families=config.families, difficulty=config.difficulty)
+    items = items[start:stop]
     pq.write_table(pa.Table.from_pylist([item.to_row() for item in items]), folder / ITEMS_FILE)
     return {"rows": len(items), "split": split}
 
@@ -111,3 +114,20 @@ def family_table(metrics: dict[str, Any]) -> str:
     lines.append(f"{'overall':<18}{metrics['n']:>5}{metrics['score']:>8.3f}{metrics['pass_rate']:>8.3f}")
     lines.append(f"mean response length: {metrics['length']:.1f} tokens")
     return "\n".join(lines)
+
+
+def rounds_figure(rounds: dict[int, dict[str, float]], title: str):
+    """Held-out mean score and pass rate by round (round 0 is the base model)."""
+    from matplotlib.figure import Figure
+
+    indices = sorted(rounds)
+    figure = Figure(figsize=(5, 3.5), layout="constrained")
+    axes = figure.add_subplot()
+    for metric, label in (("eval/score", "mean score"), ("eval/pass_rate", "pass rate")):
+        axes.plot(indices, [rounds[i][metric] for i in indices], marker="o", label=label)
+    axes.set_xticks(indices)
+    axes.set_xlabel("round")
+    axes.set_ylim(0, 1)
+    axes.set_title(title)
+    axes.legend()
+    return figure

@@ -38,10 +38,20 @@ def open_run(recipe: Recipe) -> RunLayout:
     return RunLayout(root=root, config_hash=digest)
 
 
-def stages_to_force(stages: list[str], from_stage: str | None) -> set[str]:
-    """``--from-stage NAME``: that stage and every later one, in the flow's order."""
-    if from_stage is None:
-        return set()
-    if from_stage not in stages:
-        raise UserError(f"--from-stage {from_stage!r} is not a stage of this flow; stages: {', '.join(stages)}")
-    return set(stages[stages.index(from_stage) :])
+class StageForcing:
+    """``--from-stage NAME``: recompute that stage and every stage the flow runs after it.
+
+    Flows run their stages in order, so "after" is decided as they run: the
+    first time a stage named NAME is reached, it and everything that follows
+    (later rounds included) are forced.
+    """
+
+    def __init__(self, stages: list[str], from_stage: str | None) -> None:
+        if from_stage is not None and from_stage not in stages:
+            raise UserError(f"--from-stage {from_stage!r} is not a stage of this flow; stages: {', '.join(stages)}")
+        self._from_stage = from_stage
+        self._reached = False
+
+    def __call__(self, stage: str) -> bool:
+        self._reached = self._reached or stage == self._from_stage
+        return self._reached

@@ -9,5 +9,12 @@ from tasks.stage import stage_task
 
 
 @stage_task("prepare-suite", tags=("data",))
-def prepare_suite(out_dir: str, key: str, force: bool, suite: SuiteConfig, split: str) -> str:
-    return str(build_stage(Path(out_dir), "prepare-suite", key, lambda tmp: write_suite_split(suite, split, tmp), force=force))
+def prepare_suite(
+    out_dir: str, key: str, force: bool, suite: SuiteConfig, split: str, start: int = 0, stop: int | None = None
+) -> str:
+    """One split of the built-in suite, or the slice ``start:stop`` of it (SEFT's reviser and pool prompts)."""
+
+    def build(tmp: Path) -> dict:
+        return write_suite_split(suite, split, tmp, start, stop)
+
+    return str(build_stage(Path(out_dir), "prepare-suite", key, build, force=force))

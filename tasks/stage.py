@@ -52,14 +52,17 @@ def run_stage(
     config: Any,
     inputs: Mapping[str, str | Path],
     link_as: Path,
-    force: bool = False,
+    force: bool | Callable[[str], bool] = False,
     **params: Any,
 ) -> str:
     """Run (or reuse) a stage and link its output into the run folder at ``link_as``; return the output folder.
 
     ``config`` is what the stage reads from the recipe (hashed into the key);
-    ``inputs`` are the files or folders it reads (their digests go into the key).
+    ``inputs`` are the files or folders it reads (their digests go into the key);
+    ``force`` is a flag or the flow's ``StageForcing``.
     """
+    if callable(force):
+        force = force(stage.name)
     key = cache_key(
         f"{stage.name}@v{stage.version}",
         hash_json(to_jsonable_python(config)),

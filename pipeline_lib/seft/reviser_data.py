@@ -1,0 +1,95 @@
+"""Build the reviser's two training sets: plain revisions for the warm-up, then balanced decisions.
+
+Source (a): the base policy's samples on suite prompts, graded by the
+verifiers. Source (b): a preference dataset (chosen/rejected pairs).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline_lib.config import DataConfig, ReviserConfig
+from pipeline_lib.data import load_rows
+from pipeline_lib.errors import UserError
+from pipeline_lib.revision import (
+    ReviserExample,
+    balance_decisions,
+    decision_counts,
+    examples_from_preference,
+    examples_from_scored_samples,
+    to_chat_rows,
+    warmup_examples,
+)
+
+WARMUP_FILE = "warmup.parquet"
+ADAPTIVE_FILE = "adaptive.parquet"
+
+
+def build_reviser_data(
+    scores_file: Path | None, reviser: ReviserConfig, seed: int, folder: Path
+) -> dict[str, Any]:
+    """Write ``warmup.parquet`` and ``adaptive.parquet`` (chat rows) into ``folder``; return the counts."""
+    examples: list[ReviserExample] = []
+    report: dict[str, Any] = {"sources": {}}
+    if scores_file is not None:
+        no_target: Counter[str] = Counter()
+        suite_examples = examples_from_scored_samples(
+            pq.read_table(scores_file).to_pylist(), reviser.tau_none, reviser.tau_major, reviser.target, no_target
+        )
+        report["sources"]["suite"] = {"decisions": decision_counts(suite_examples), "samples_unusable": dict(no_target)}
+        examples += suite_examples
+    if reviser.preference is not None:
+        preference_examples, loaded = _preference_examples(reviser.preference, reviser)
+        report["sources"][_source_name(reviser.preference)] = {"decisions": decision_counts(preference_examples), **loaded}
+        examples += preference_examples
+    if not examples:
+        raise UserError("the reviser's sources gave no training examples; check reviser.n_prompts and reviser.preference")
+    warmup = warmup_examples(examples)
+    adaptive = balance_decisions(examples, seed=seed, max_ratio=reviser.balance_ratio)
+    _write_rows(to_chat_rows(warmup), folder / WARMUP_FILE)
+    _write_rows(to_chat_rows(adaptive), folder / ADAPTIVE_FILE)
+    report.update(
+        warmup_rows=len(warmup),
+        adaptive_rows=len(adaptive),
+        decisions_before_balance=decision_counts(examples),
+        decisions=decision_counts(adaptive),
+    )
+    return report
+
+
+def _preference_examples(data: DataConfig, reviser: ReviserConfig) -> tuple[list[ReviserExample], dict[str, Any]]:
+    if data.kind != "preference":
+        raise UserError(f"reviser.preference.kind must be 'preference' (chosen/rejected pairs), not {data.kind!r}")
+    loaded = load_rows(data.source, "preference", data.columns, data.split, data.limit, data.format)
+    unusable: Counter[str] = Counter()
+    examples = examples_from_preference(
+        loaded.rows.to_list(),
+        reviser.tau_none,
+        reviser.tau_major,
+        source=_source_name(data),
+        similar_ratio=reviser.similar_ratio,
+        skipped=unusable,
+    )
+    return examples, {
+        "rows_read": loaded.n_read,
+        "rows_kept": loaded.n_kept,
+        "rows_skipped": dict(loaded.skipped),
+        "pairs_unusable": dict(unusable),
+    }
+
+
+def _source_name(data: DataConfig) -> str:
+    return Path(data.source).name.split(".")[0] if Path(data.source).exists() else data.source
+
+
+def _write_rows(rows: list[dict[str, Any]], path: Path) -> None:
+    pq.write_table(pa.Table.from_pylist(rows), path)
+
+
+def read_chat_rows(path: Path) -> list[dict[str, Any]]:
+    return pq.read_table(path).to_pylist()

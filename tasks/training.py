@@ -1,0 +1,37 @@
+"""Fine-tuning stages: the reviser's two phases and each round's policy update share one body."""
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from prefect.runtime import task_run
+
+from pipeline_lib.config import TrainConfig
+from pipeline_lib.store import build_stage
+from tasks.stage import stage_task
+
+from pipeline_lib.seft.report import TRAIN_METRICS_FILE
+
+
+@stage_task("train-policy", tags=("accelerator",))
+def train_model(
+    out_dir: str, key: str, force: bool, model_path: str, rows_file: str, train: TrainConfig, seed: int, dtype: str
+) -> str:
+    """Fine-tune ``model_path`` on the chat rows in ``rows_file``; the output folder is the new model."""
+    from pipeline_lib.training import train_sft  # torch and TRL load only when a model is trained
+
+    out = Path(out_dir)
+
+    def build(tmp: Path) -> dict:
+        rows = pq.read_table(rows_file).to_pylist()
+        metrics = train_sft(model_path, rows, tmp, train, seed=seed, dtype=dtype, work_dir=out.with_name(out.name + ".work"))
+        (tmp / TRAIN_METRICS_FILE).write_text(json.dumps(metrics, indent=2))
+        return {"train": {k: v for k, v in metrics.items() if k != "loss_history"}}
+
+    # One body, three stage names: the manifest (and failure injection) use the running one.
+    return str(build_stage(out, task_run.task_name or "train-policy", key, build, force=force))
+
+
+warmup_reviser = train_model.with_options(name="warmup-reviser")
+train_reviser = train_model.with_options(name="train-reviser")
+train_policy = train_model

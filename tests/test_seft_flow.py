@@ -1,0 +1,164 @@
+"""SEFT end to end with the tiny model: real Prefect, real MLflow, caching, resume after a failure."""
+
+import os
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import anyio
+import pytest
+from mlflow import MlflowClient
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+from flows.cli import main
+from pipeline_lib import tracking
+from pipeline_lib.config import config_hash, load_recipe
+from pipeline_lib.store import read_manifest
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPE = str(REPO / "configs" / "seft-tiny.yaml")
+ROUND_LINKS = ["policy-samples", "revisions", "targets", "policy", "eval-answers", "eval-scores"]
+SHARED_LINKS = ["suite-eval", "suite-reviser", "suite-pool", "reviser-source-samples", "reviser-source-scores",
+                "reviser-data", "reviser-warmup", "reviser"]  # fmt: skip
+
+
+def _task_states(flow_run_id: str) -> dict[str, list[str]]:
+    """Stage name -> the states of its task runs in this flow run (a stage runs once per round)."""
+
+    async def read():
+        async with get_client() as client:
+            return await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+
+    states = defaultdict(list)
+    for run in anyio.run(read):
+        states[run.name.rsplit("-", 1)[0]].append(run.state.name)
+    return states
+
+
+def _run(capsys, *extra: str) -> tuple[str, dict[str, list[str]]]:
+    assert main(["run", RECIPE, *extra]) == 0
+    out = capsys.readouterr().out
+    flow_run_id = next(line.split()[3] for line in out.splitlines() if line.startswith("prefect:"))
+    return out, _task_states(flow_run_id)
+
+
+def _run_dir(alignflow_home: Path, overrides=()) -> tuple:
+    recipe = load_recipe(RECIPE, list(overrides))
+    return recipe, alignflow_home / "runs" / f"{recipe.name}-{config_hash(recipe)[:10]}"
+
+
+def test_two_rounds_end_to_end_then_cached(capsys, alignflow_home):
+    recipe, run_dir = _run_dir(alignflow_home)
+    out, states = _run(capsys)
+
+    # Every stage ran, each round's stages once per round.
+    assert len(states["sample-policy"]) == 3 and len(states["revise"]) == 2 and len(states["train-policy"]) == 2
+    assert len(states["generate-answers"]) == 3 and set(states["train-reviser"]) == {"Completed"}
+    for link in SHARED_LINKS:
+        assert read_manifest(run_dir / "shared" / link) or read_manifest(run_dir / "round-0" / link), link
+    for k in (1, 2):
+        for link in ROUND_LINKS:
+            assert read_manifest(run_dir / f"round-{k}" / link) is not None, (k, link)
+
+    # The revise stage parsed every output: decisions plus malformed cover all samples.
+    revise = read_manifest(run_dir / "round-1" / "revisions")
+    n_samples = recipe.seft.pool_prompts * recipe.sampler.n
+    assert sum(revise["decisions"].values()) + revise["malformed"] == revise["rows"] == n_samples
+    targets = read_manifest(run_dir / "round-1" / "targets")
+    assert targets["accepted_decisions"] == ["none", "minor"]
+    assert targets["accepted"] == sum(targets["accepted_by_decision"].values()) > 0
+    assert targets["accepted_by_decision"]["major"] == 0
+    assert read_manifest(run_dir / "round-2" / "targets")["accepted_decisions"] == ["none", "minor", "major"]
+    assert (run_dir / "round-1" / "policy").resolve() != (run_dir / "round-2" / "policy").resolve()
+    data = read_manifest(run_dir / "shared" / "reviser-data")
+    assert set(data["sources"]) == {"suite", "hh-rlhf-harmless-base-test"}
+
+    # The console: a per-round table with decisions and loss, then where to look.
+    table = out[out.index("round") :].splitlines()
+    assert table[0].split()[:4] == ["round", "score", "pass", "length"] and "loss" in table[0]
+    assert [line.split()[0] for line in table[1:4]] == ["0", "1", "2"]
+    assert "mlflow:" in out and "prefect:" in out
+
+    # MLflow: parent with stepped metrics per round, children round-0..2 and reviser.
+    client = MlflowClient(tracking.default_tracking_uri())
+    parent_id = tracking.find_run(recipe.tracking.experiment, config_hash(recipe))
+    parent = client.get_run(parent_id)
+    assert parent.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(parent_id, "eval/score")] == [0, 1, 2]
+    assert [m.step for m in client.get_metric_history(parent_id, "train/loss")] == [1, 2]
+    assert [m.step for m in client.get_metric_history(parent_id, "revise/none")] == [1, 2]
+    assert "eval/score_by_round.png" in {a.path for a in client.list_artifacts(parent_id, "eval")}
+    children = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'"
+    )
+    by_name = {c.info.run_name: c for c in children}
+    assert set(by_name) == {"round-0", "round-1", "round-2", "reviser"}
+    round_1 = by_name["round-1"]
+    assert {"eval/score", "eval/pass_rate", "eval/length", "revise/malformed", "select/accepted", "train/loss"} <= set(
+        round_1.data.metrics
+    )
+    assert {d.dataset.name for d in round_1.inputs.dataset_inputs} == {"suite-eval", "sft-targets-round1"}
+    assert "revisions_round1.json" in {a.path for a in client.list_artifacts(round_1.info.run_id)}
+    assert {d.dataset.name for d in by_name["reviser"].inputs.dataset_inputs} == {"reviser-warmup", "reviser-adaptive"}
+
+    # The same command again recomputes no stage and logs no round twice.
+    _, states = _run(capsys)
+    stage_states = {name: s for name, s in states.items() if not name.startswith(("log-", "provision"))}
+    assert all(set(s) == {"Cached"} for s in stage_states.values()), stage_states
+    again = client.search_runs([parent.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'")
+    assert len(again) == 4
+    assert len(client.get_metric_history(parent_id, "eval/score")) == 3
+
+
+def test_from_stage_recomputes_that_stage_and_everything_after(capsys, alignflow_home):
+    _, run_dir = _run_dir(alignflow_home)
+    _run(capsys)  # finished (or cached from the test above)
+    before = {link: read_manifest(run_dir / "round-1" / link)["started_at"] for link in ROUND_LINKS}
+    _, states = _run(capsys, "--from-stage", "select-targets")
+    assert set(states["revise"]) == {"Cached"} and set(states["sample-policy"]) == {"Cached"}
+    assert set(states["select-targets"]) == {"Completed"} and set(states["train-policy"]) == {"Completed"}
+    after = {link: read_manifest(run_dir / "round-1" / link)["started_at"] for link in ROUND_LINKS}
+    assert after["revisions"] == before["revisions"] and after["policy-samples"] == before["policy-samples"]
+    assert after["targets"] > before["targets"] and after["policy"] > before["policy"]
+
+
+def test_failure_in_training_resumes_without_resampling_or_revising(capsys, alignflow_home):
+    # Settings of its own, so nothing is cached from the other tests.
+    settings = ["seed=7"]
+    script = Path(sys.executable).with_name("alignflow")
+    failed = subprocess.run(
+        [str(script), "run", RECIPE, *settings],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "ALIGNFLOW_FAIL_STAGE": "train-policy"},
+    )
+    assert failed.returncode != 0, failed.stderr[-2000:]
+    assert "failure injected into stage 'train-policy'" in failed.stderr
+    _, run_dir = _run_dir(alignflow_home, settings)
+    samples = read_manifest(run_dir / "round-1" / "policy-samples")
+    revisions = read_manifest(run_dir / "round-1" / "revisions")
+    assert samples and revisions and not (run_dir / "round-1" / "policy").exists()
+
+    _, states = _run(capsys, *settings)
+    # Round 1's sampling and revision were reused, not executed again; training ran and the run finished.
+    assert states["revise"][:1] == ["Cached"] or sorted(states["revise"]) == ["Cached", "Completed"]
+    assert read_manifest(run_dir / "round-1" / "policy-samples")["started_at"] == samples["started_at"]
+    assert read_manifest(run_dir / "round-1" / "revisions")["started_at"] == revisions["started_at"]
+    assert "Completed" in states["train-policy"]
+    assert read_manifest(run_dir / "round-2" / "eval-scores") is not None
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("seft.accept=[[none, big]]", "seft.accept.0.1"),
+        ("reviser.tau_none=0.9", "tau_none (0.9) must not exceed tau_major"),
+        ("seft.pool_prompts=100", "suite.n_train (24) must cover"),
+    ],
+)
+def test_bad_seft_settings_are_one_line_errors(capsys, override, message):
+    assert main(["run", RECIPE, override]) == 2
+    assert message in capsys.readouterr().err
