@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.alignflow-installed
-RECIPE ?= configs/evaluate.yaml
+RECIPE ?= configs/seft.yaml
 
 .PHONY: setup run test ui doctor clean-venv
 

@@ -135,6 +135,7 @@ class ReviserConfig(Section):
     )
     balance_ratio: float = Field(1.0, ge=0.0, description="cap each decision class at this times the smallest; 0: off")
     warmup: TrainConfig = Field(default_factory=lambda: TrainConfig(lr=5e-5, epochs=1.0))
+    warmup_rows: int | None = Field(None, ge=1, description="cap on warm-up examples, a seeded draw; null: all")
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(lr=5e-5, epochs=1.0))
     max_new_tokens: int = Field(128, ge=1, description="revision length limit; a longer revision counts as malformed")
     batch_size: int = Field(16, ge=1)

@@ -125,8 +125,9 @@ def test_from_stage_recomputes_that_stage_and_everything_after(capsys, alignflow
 
 
 def test_failure_in_training_resumes_without_resampling_or_revising(capsys, alignflow_home):
-    # Settings of its own, so nothing is cached from the other tests.
-    settings = ["seed=7"]
+    # Settings of its own, so that the policy stages are not cached from the
+    # other tests; LoRA, so that merged adapters feed the next round too.
+    settings = ["train.mode=lora", "train.lr=1e-2"]
     script = Path(sys.executable).with_name("alignflow")
     failed = subprocess.run(
         [str(script), "run", RECIPE, *settings],
@@ -144,11 +145,16 @@ def test_failure_in_training_resumes_without_resampling_or_revising(capsys, alig
 
     _, states = _run(capsys, *settings)
     # Round 1's sampling and revision were reused, not executed again; training ran and the run finished.
-    assert states["revise"][:1] == ["Cached"] or sorted(states["revise"]) == ["Cached", "Completed"]
+    # Task-run states: round 1's revise and both earlier samplings are Cached; only round 2 runs them.
+    assert sorted(states["revise"]) == ["Cached", "Completed"]
+    assert sorted(states["sample-policy"]) == ["Cached", "Cached", "Completed"]
     assert read_manifest(run_dir / "round-1" / "policy-samples")["started_at"] == samples["started_at"]
     assert read_manifest(run_dir / "round-1" / "revisions")["started_at"] == revisions["started_at"]
     assert "Completed" in states["train-policy"]
     assert read_manifest(run_dir / "round-2" / "eval-scores") is not None
+    trained = read_manifest(run_dir / "round-1" / "policy")["train"]
+    assert trained["mode"] == "lora" and trained["lora_merged"]
+    assert not list((run_dir / "round-1" / "policy").glob("adapter_*"))
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ verifiers. Source (b): a preference dataset (chosen/rejected pairs).
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,7 @@ def build_reviser_data(
         examples += preference_examples
     if not examples:
         raise UserError("the reviser's sources gave no training examples; check reviser.n_prompts and reviser.preference")
-    warmup = warmup_examples(examples)
+    warmup = _draw(warmup_examples(examples), reviser.warmup_rows, seed)
     adaptive = balance_decisions(examples, seed=seed, max_ratio=reviser.balance_ratio)
     _write_rows(to_chat_rows(warmup), folder / WARMUP_FILE)
     _write_rows(to_chat_rows(adaptive), folder / ADAPTIVE_FILE)
@@ -60,6 +61,14 @@ def build_reviser_data(
         decisions=decision_counts(adaptive),
     )
     return report
+
+
+def _draw(examples: list[ReviserExample], limit: int | None, seed: int) -> list[ReviserExample]:
+    """At most ``limit`` examples, a seeded draw that keeps their order (and so every source's share)."""
+    if limit is None or len(examples) <= limit:
+        return examples
+    keep = set(random.Random(seed).sample(range(len(examples)), limit))
+    return [example for index, example in enumerate(examples) if index in keep]
 
 
 def _preference_examples(data: DataConfig, reviser: ReviserConfig) -> tuple[list[ReviserExample], dict[str, Any]]:
