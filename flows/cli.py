@@ -7,6 +7,7 @@ line on stderr and exit code 2; only bugs show a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -30,6 +31,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("alignflow: interrupted; rerun the same command to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # `alignflow check … | head`: the reader left; that is not an error.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(title="commands")
 
     run = _command(commands, "run", "run a recipe as a resumable Prefect flow", _run)
-    run.add_argument("recipe", help="path to a recipe YAML, e.g. configs/evaluate.yaml")
+    run.add_argument("recipe", help="path to a recipe YAML, e.g. configs/seft.yaml")
     run.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. train.lr=1e-5")
     run.add_argument("--from-stage", metavar="NAME", help="recompute this stage and every stage after it")
 

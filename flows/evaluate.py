@@ -6,7 +6,9 @@ the scores go to MLflow as a child run ``round-K`` of the pipeline's parent run.
 
 from __future__ import annotations
 
-from prefect import flow
+from pathlib import Path
+
+from prefect import Task, flow
 
 from flows.common import pipeline_run
 from pipeline_lib.config import Recipe
@@ -21,6 +23,25 @@ from tasks.sampling import generate_answers
 from tasks.stage import run_stage
 
 STAGES = ["prepare-suite", "generate-answers", "score"]
+
+
+def answer_items(
+    stage: Task, recipe: Recipe, link: Path, model_path: str, items_dir: str, params: SamplingParams, batch_size: int, force
+) -> str:
+    """Sample answers to suite items with ``stage`` (held-out answers, or a policy's samples)."""
+    return run_stage(
+        stage,
+        config={"params": params.describe(), "backend": recipe.sampler.backend, "dtype": recipe.model.dtype},
+        inputs={"model": model_path, "items": items_dir},
+        link_as=link,
+        force=force,
+        items_dir=items_dir,
+        model_path=model_path,
+        dtype=recipe.model.dtype,
+        sampler=recipe.sampler,
+        params=params,
+        batch_size=batch_size,
+    )
 
 
 def evaluate_round(
@@ -47,19 +68,8 @@ def evaluate_round(
         split="eval",
     )
     params = SamplingParams(temperature=0.0, max_new_tokens=recipe.eval.max_new_tokens, seed=recipe.seed)
-    samples_dir = run_stage(
-        generate_answers,
-        config={"params": params.describe(), "backend": recipe.sampler.backend, "dtype": recipe.model.dtype},
-        inputs={"model": model_path, "items": items_dir},
-        link_as=layout.stage("eval-answers", round_index),
-        force=force,
-        items_dir=items_dir,
-        model_path=model_path,
-        dtype=recipe.model.dtype,
-        sampler=recipe.sampler,
-        params=params,
-        batch_size=recipe.eval.batch_size,
-    )
+    link = layout.stage("eval-answers", round_index)
+    samples_dir = answer_items(generate_answers, recipe, link, model_path, items_dir, params, recipe.eval.batch_size, force)
     scores_dir = run_stage(
         score,
         config={"code": source_digest(suite, evaluation)},

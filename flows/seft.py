@@ -12,11 +12,12 @@ by its inputs, so a rerun resumes where the last one stopped.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from prefect import flow
 
 from flows.common import pipeline_run
-from flows.evaluate import evaluate_round
+from flows.evaluate import answer_items, evaluate_round
 from pipeline_lib import evaluation, revision, suite
 from pipeline_lib.config import Recipe
 from pipeline_lib.errors import UserError
@@ -67,22 +68,11 @@ def suite_slice(recipe: Recipe, layout: RunLayout, link: str, start: int, stop: 
 
 
 def sample(
-    recipe: Recipe, layout: RunLayout, link: Path, model: str, items: str, n: int, seed: int, force: StageForcing
+    recipe: Recipe, layout: RunLayout, link: Path, model: str, items: str, force: StageForcing, **params: Any
 ) -> str:
-    params = SamplingParams.from_config(recipe.sampler, n=n, seed=seed)
-    return run_stage(
-        sample_policy,
-        config={"params": params.describe(), "backend": recipe.sampler.backend, "dtype": recipe.model.dtype},
-        inputs={"model": model, "items": items},
-        link_as=link,
-        force=force,
-        items_dir=items,
-        model_path=model,
-        dtype=recipe.model.dtype,
-        sampler=recipe.sampler,
-        params=params,
-        batch_size=recipe.sampler.batch_size,
-    )
+    """The policy's samples for ``items``: the ``sampler`` settings with ``params`` (n, seed...) overriding."""
+    params = SamplingParams.from_config(recipe.sampler, **params)
+    return answer_items(sample_policy, recipe, link, model, items, params, recipe.sampler.batch_size, force)
 
 
 def train(stage, recipe: Recipe, link: Path, model: str, rows_file: str, train_config, seed: int, force) -> str:
@@ -106,9 +96,10 @@ def build_reviser(recipe: Recipe, layout: RunLayout, base_model: str, parent_run
     scores = None
     if reviser.n_prompts:
         items = suite_slice(recipe, layout, "suite-reviser", 0, reviser.n_prompts, force)
+        temperature = recipe.sampler.temperature if reviser.temperature is None else reviser.temperature
         samples = sample(
-            recipe, layout, layout.stage("reviser-source-samples"), base_model, items,
-            reviser.samples_per_prompt, derive_seed(recipe.seed, "reviser-source"), force,
+            recipe, layout, layout.stage("reviser-source-samples"), base_model, items, force,
+            n=reviser.samples_per_prompt, seed=derive_seed(recipe.seed, "reviser-source"), temperature=temperature,
         )  # fmt: skip
         scores = run_stage(
             score_samples,
@@ -154,9 +145,8 @@ def self_evolution_round(
 ) -> tuple[str, dict[str, float]]:
     """Round k: sample the current policy, revise, keep the accepted targets, fine-tune, evaluate."""
     samples = sample(
-        recipe, layout, layout.stage("policy-samples", k), policy, pool,
-        recipe.sampler.n, derive_seed(recipe.seed, "round", k), force,
-    )  # fmt: skip
+        recipe, layout, layout.stage("policy-samples", k), policy, pool, force, seed=derive_seed(recipe.seed, "round", k)
+    )
     revisions = run_stage(
         revise,
         config={

@@ -126,6 +126,9 @@ class ReviserConfig(Section):
     model: str | None = Field(None, description="model to train as the reviser; default: the policy's base model")
     n_prompts: int = Field(64, ge=0, description="suite train prompts whose policy samples make source (a)")
     samples_per_prompt: int = Field(4, ge=1)
+    temperature: float | None = Field(
+        None, ge=0.0, description="sampling temperature for source (a); null: sampler.temperature"
+    )
     target: Literal["reference", "best"] = Field("reference", description="revision target for source (a)")
     preference: DataConfig | None = None
     tau_none: float = Field(0.0, ge=0.0, description="score gap up to which a response needs no change")

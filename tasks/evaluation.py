@@ -19,7 +19,7 @@ from pipeline_lib.seft.report import revision_table, round_metrics, train_metric
 from pipeline_lib.seft.targets import TRAIN_ROWS_FILE
 from pipeline_lib.store import build_stage, digest_path
 from tasks.sampling import SAMPLES_FILE
-from tasks.stage import stage_task
+from tasks.stage import running_stage, stage_task
 
 SAMPLE_TABLE_ROWS = 200
 TAG_OUTPUTS = "alignflow.outputs_digest"
@@ -30,7 +30,7 @@ def score(out_dir: str, key: str, force: bool, items_dir: str, samples_dir: str)
     def build(tmp: Path) -> dict:
         return score_samples(Path(items_dir), Path(samples_dir) / SAMPLES_FILE, tmp)
 
-    return str(build_stage(Path(out_dir), "score", key, build, force=force))
+    return str(build_stage(Path(out_dir), running_stage(), key, build, force=force))
 
 
 @task(name="log-round", retries=2, retry_delay_seconds=2, tags=["tracking"])

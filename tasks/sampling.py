@@ -6,8 +6,7 @@ from pipeline_lib.config import SamplerConfig
 from pipeline_lib.evaluation import read_items
 from pipeline_lib.sampling import SamplingParams
 from pipeline_lib.sampling.stage import sample_chat
-from pipeline_lib.store import build_stage
-from tasks.stage import stage_task
+from tasks.stage import build_with_shards, running_stage, stage_task
 
 SAMPLES_FILE = "samples.parquet"
 
@@ -24,11 +23,9 @@ def generate_answers(
     params: SamplingParams,
     batch_size: int,
 ) -> str:
-    """Answer every suite item; shards in a scratch folder let a killed run resume mid-stage."""
-    out = Path(out_dir)
-    shards = out.with_name(out.name + ".partial")
+    """Answer every suite item (``n`` samples each, per ``params``)."""
 
-    def build(tmp: Path) -> dict:
+    def build(tmp: Path, shards: Path) -> dict:
         items = read_items(Path(items_dir))
         stats = sample_chat(
             [item.id for item in items],
@@ -43,4 +40,4 @@ def generate_answers(
         )
         return {"sampling": stats, "rows": stats["n_samples"]}
 
-    return str(build_stage(out, "generate-answers", key, build, force=force, scratch=shards))
+    return build_with_shards(out_dir, running_stage(), key, build, force)

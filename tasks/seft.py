@@ -16,7 +16,7 @@ from pipeline_lib.seft.targets import select_targets as select
 from pipeline_lib.store import build_stage, digest_path, read_manifest
 from tasks.evaluation import TAG_OUTPUTS
 from tasks.sampling import SAMPLES_FILE
-from tasks.stage import stage_task
+from tasks.stage import build_with_shards, stage_task
 
 
 @stage_task("build-reviser-data", tags=("cpu",))
@@ -44,11 +44,7 @@ def revise(
     batch_size: int,
     seed: int,
 ) -> str:
-    """Reviser outputs are sharded in a scratch folder, so a killed run resumes mid-stage."""
-    out = Path(out_dir)
-    shards = out.with_name(out.name + ".partial")
-
-    def build(tmp: Path) -> dict:
+    def build(tmp: Path, shards: Path) -> dict:
         return revise_samples(
             Path(items_dir),
             Path(samples_dir) / SAMPLES_FILE,
@@ -62,7 +58,7 @@ def revise(
             shards,
         )
 
-    return str(build_stage(out, "revise", key, build, force=force, scratch=shards))
+    return build_with_shards(out_dir, "revise", key, build, force)
 
 
 @stage_task("select-targets", tags=("cpu",))

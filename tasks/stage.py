@@ -17,10 +17,11 @@ from typing import Any
 
 from prefect import Task, task
 from prefect.cache_policies import CachePolicy
+from prefect.runtime import task_run
 from pydantic_core import to_jsonable_python
 
 from pipeline_lib.config import hash_json
-from pipeline_lib.store import cache_key, digest_path, is_complete, link, stage_dir
+from pipeline_lib.store import build_stage, cache_key, digest_path, is_complete, link, stage_dir
 from tasks.settings import cache_key_storage
 
 
@@ -79,3 +80,17 @@ def run_stage(
     # The folder is a function of the key; a cached return value from another
     # time can never point anywhere else.
     return str(out_dir)
+
+
+def build_with_shards(out_dir: str, stage: str, key: str, build: Callable[[Path, Path], dict], force: bool) -> str:
+    """``build_stage`` for generation stages: ``build(tmp, shards)`` keeps finished shards in a
+    ``<key>.partial`` folder beside the output, so a killed run resumes mid-stage."""
+    out = Path(out_dir)
+    shards = out.with_name(out.name + ".partial")
+    return str(build_stage(out, stage, key, lambda tmp: build(tmp, shards), force=force, scratch=shards))
+
+
+def running_stage() -> str:
+    """The name of the stage running now; one body may serve several (``task.with_options(name=...)``),
+    and manifests and failure injection must name the one that runs."""
+    return task_run.task_name or "unnamed-stage"

@@ -4,11 +4,10 @@ import json
 from pathlib import Path
 
 import pyarrow.parquet as pq
-from prefect.runtime import task_run
 
 from pipeline_lib.config import TrainConfig
 from pipeline_lib.store import build_stage
-from tasks.stage import stage_task
+from tasks.stage import running_stage, stage_task
 
 from pipeline_lib.seft.report import TRAIN_METRICS_FILE
 
@@ -28,8 +27,7 @@ def train_model(
         (tmp / TRAIN_METRICS_FILE).write_text(json.dumps(metrics, indent=2))
         return {"train": {k: v for k, v in metrics.items() if k != "loss_history"}}
 
-    # One body, three stage names: the manifest (and failure injection) use the running one.
-    return str(build_stage(out, task_run.task_name or "train-policy", key, build, force=force))
+    return str(build_stage(out, running_stage(), key, build, force=force))
 
 
 warmup_reviser = train_model.with_options(name="warmup-reviser")

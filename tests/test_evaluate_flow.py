@@ -5,13 +5,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import anyio
 import pytest
+from flow_runs import run_recipe
 from mlflow import MlflowClient
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-from flows.cli import main
 from pipeline_lib import tracking
 from pipeline_lib.config import config_hash, load_recipe
 from pipeline_lib.store import read_manifest
@@ -21,22 +18,10 @@ RECIPE = str(REPO / "configs" / "evaluate-tiny.yaml")
 STAGE_TASKS = {"prepare-suite", "generate-answers", "score"}
 
 
-def _task_states(flow_run_id: str) -> dict[str, str]:
-    async def read():
-        async with get_client() as client:
-            runs = await client.read_task_runs(
-                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
-            )
-        return {run.name.rsplit("-", 1)[0]: run.state.name for run in runs}
-
-    return anyio.run(read)
-
-
 def _run(capsys, *extra: str) -> tuple[str, dict[str, str]]:
-    assert main(["run", RECIPE, *extra]) == 0
-    out = capsys.readouterr().out
-    flow_run_id = next(line.split()[3] for line in out.splitlines() if line.startswith("prefect:"))
-    return out, _task_states(flow_run_id)
+    """stdout and stage -> state; the evaluate flow runs each stage once."""
+    out, states = run_recipe(capsys, RECIPE, *extra)
+    return out, {name: runs[0] for name, runs in states.items()}
 
 
 @pytest.fixture(scope="module")

@@ -3,14 +3,11 @@
 import os
 import subprocess
 import sys
-from collections import defaultdict
 from pathlib import Path
 
-import anyio
 import pytest
+from flow_runs import run_recipe
 from mlflow import MlflowClient
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 from flows.cli import main
 from pipeline_lib import tracking
@@ -24,24 +21,8 @@ SHARED_LINKS = ["suite-eval", "suite-reviser", "suite-pool", "reviser-source-sam
                 "reviser-data", "reviser-warmup", "reviser"]  # fmt: skip
 
 
-def _task_states(flow_run_id: str) -> dict[str, list[str]]:
-    """Stage name -> the states of its task runs in this flow run (a stage runs once per round)."""
-
-    async def read():
-        async with get_client() as client:
-            return await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-
-    states = defaultdict(list)
-    for run in anyio.run(read):
-        states[run.name.rsplit("-", 1)[0]].append(run.state.name)
-    return states
-
-
 def _run(capsys, *extra: str) -> tuple[str, dict[str, list[str]]]:
-    assert main(["run", RECIPE, *extra]) == 0
-    out = capsys.readouterr().out
-    flow_run_id = next(line.split()[3] for line in out.splitlines() if line.startswith("prefect:"))
-    return out, _task_states(flow_run_id)
+    return run_recipe(capsys, RECIPE, *extra)
 
 
 def _run_dir(alignflow_home: Path, overrides=()) -> tuple:
@@ -117,7 +98,10 @@ def test_from_stage_recomputes_that_stage_and_everything_after(capsys, alignflow
     _run(capsys)  # finished (or cached from the test above)
     before = {link: read_manifest(run_dir / "round-1" / link)["started_at"] for link in ROUND_LINKS}
     _, states = _run(capsys, "--from-stage", "select-targets")
-    assert set(states["revise"]) == {"Cached"} and set(states["sample-policy"]) == {"Cached"}
+    # Before round 1's select-targets: reused. From there on, round 2 included: recomputed.
+    assert sorted(states["revise"]) == ["Cached", "Completed"]
+    assert sorted(states["sample-policy"]) == ["Cached", "Cached", "Completed"]
+    assert set(states["train-reviser"]) == {"Cached"} and states["generate-answers"].count("Cached") == 1
     assert set(states["select-targets"]) == {"Completed"} and set(states["train-policy"]) == {"Completed"}
     after = {link: read_manifest(run_dir / "round-1" / link)["started_at"] for link in ROUND_LINKS}
     assert after["revisions"] == before["revisions"] and after["policy-samples"] == before["policy-samples"]
