@@ -52,13 +52,13 @@ STAGES = [
 ]
 
 
-def suite_slice(recipe: Recipe, layout: RunLayout, link: str, start: int, stop: int, force: StageForcing) -> str:
-    """Suite train items ``start:stop``: the reviser's graded prompts, or the policy's unannotated pool."""
+def suite_slice(recipe: Recipe, link: Path, start: int, stop: int, force: StageForcing) -> str:
+    """Suite train items ``start:stop``: the reviser's graded prompts, or a round's unannotated pool."""
     return run_stage(
         prepare_suite,
         config={"suite": recipe.suite.for_split("train"), "slice": [start, stop], "code": source_digest(suite, evaluation)},
         inputs={},
-        link_as=layout.stage(link),
+        link_as=link,
         force=force,
         suite=recipe.suite,
         split="train",
@@ -95,7 +95,7 @@ def build_reviser(recipe: Recipe, layout: RunLayout, base_model: str, parent_run
     reviser = recipe.reviser
     scores = None
     if reviser.n_prompts:
-        items = suite_slice(recipe, layout, "suite-reviser", 0, reviser.n_prompts, force)
+        items = suite_slice(recipe, layout.stage("suite-reviser"), 0, reviser.n_prompts, force)
         temperature = recipe.sampler.temperature if reviser.temperature is None else reviser.temperature
         samples = sample(
             recipe, layout, layout.stage("reviser-source-samples"), base_model, items, force,
@@ -138,6 +138,13 @@ def build_reviser(recipe: Recipe, layout: RunLayout, base_model: str, parent_run
     )  # fmt: skip
     log_reviser(parent_run_id, data, warm, trained)
     return trained
+
+
+def pool_prompts(recipe: Recipe, layout: RunLayout, k: int, force: StageForcing) -> str:
+    """Round k's unannotated prompts: the suite train items after the reviser's, new ones each round by default."""
+    first = recipe.reviser.n_prompts
+    link = layout.stage("suite-pool", k)
+    return suite_slice(recipe, link, first + recipe.seft.pool_start(k), first + recipe.seft.pool_end(k), force)
 
 
 def self_evolution_round(
@@ -208,10 +215,9 @@ def seft(recipe: str, overrides: list[str] | None = None, from_stage: str | None
         base_model = provision_model(config.model.ref)
         rounds = {0: evaluate_round(config, layout, base_model, 0, parent_run_id, force)}
         reviser = build_reviser(config, layout, base_model, parent_run_id, force)
-        start = config.reviser.n_prompts
-        pool = suite_slice(config, layout, "suite-pool", start, start + config.seft.pool_prompts, force)
         policy = base_model
         for k in range(1, config.seft.rounds + 1):
+            pool = pool_prompts(config, layout, k, force)
             policy, rounds[k] = self_evolution_round(config, layout, k, policy, reviser, pool, parent_run_id, force)
         log_score_by_round(parent_run_id, rounds)
         return {"run_dir": str(layout.root), "mlflow_run_id": parent_run_id, "rounds": rounds, "final_model": policy}

@@ -154,7 +154,8 @@ class ReviserConfig(Section):
 
 class SeftConfig(Section):
     rounds: int = Field(2, ge=1)
-    pool_prompts: int = Field(64, ge=1, description="unannotated suite train prompts sampled every round")
+    pool_prompts: int = Field(64, ge=1, description="unannotated suite train prompts sampled per round")
+    fresh_prompts: bool = Field(True, description="new pool prompts every round; false: the same pool each round")
     # Internal then external evolution: early rounds keep close to the
     # policy's own answers, later rounds accept heavier revisions.
     accept: list[list[Decision]] = Field(
@@ -168,6 +169,13 @@ class SeftConfig(Section):
         if not accept or any(not decisions for decisions in accept):
             raise ValueError("give at least one round, each with at least one accepted decision")
         return accept
+
+    def pool_start(self, round_index: int) -> int:
+        """Where round ``round_index``'s prompts start, counted from the first pool prompt."""
+        return (round_index - 1) * self.pool_prompts if self.fresh_prompts else 0
+
+    def pool_end(self, round_index: int) -> int:
+        return self.pool_start(round_index) + self.pool_prompts
 
     def accepted(self, round_index: int) -> list[str]:
         """The decisions round ``round_index`` (1-based) trains on."""
@@ -205,11 +213,10 @@ class Recipe(Section):
         """Another method's sections are a mistake, not something to ignore silently."""
         if self.method == "seft":
             assert self.reviser is not None and self.seft is not None
-            needed = self.reviser.n_prompts + self.seft.pool_prompts
+            needed = self.reviser.n_prompts + self.seft.pool_end(self.seft.rounds)
             if self.suite.n_train < needed:
-                raise ValueError(
-                    f"suite.n_train ({self.suite.n_train}) must cover reviser.n_prompts + seft.pool_prompts ({needed})"
-                )
+                what = "seft.pool_prompts × seft.rounds" if self.seft.fresh_prompts else "seft.pool_prompts"
+                raise ValueError(f"suite.n_train ({self.suite.n_train}) must cover reviser.n_prompts + {what} ({needed})")
         else:
             for section in ("reviser", "seft"):
                 if getattr(self, section) is not None:

@@ -20,14 +20,16 @@ def train_model(
     from pipeline_lib.training import train_sft  # torch and TRL load only when a model is trained
 
     out = Path(out_dir)
+    # The trainer's scratch, beside the output; removed once the model is in place.
+    work = out.with_name(out.name + ".work")
 
     def build(tmp: Path) -> dict:
         rows = pq.read_table(rows_file).to_pylist()
-        metrics = train_sft(model_path, rows, tmp, train, seed=seed, dtype=dtype, work_dir=out.with_name(out.name + ".work"))
+        metrics = train_sft(model_path, rows, tmp, train, seed=seed, dtype=dtype, work_dir=work)
         (tmp / TRAIN_METRICS_FILE).write_text(json.dumps(metrics, indent=2))
         return {"train": {k: v for k, v in metrics.items() if k != "loss_history"}}
 
-    return str(build_stage(out, running_stage(), key, build, force=force))
+    return str(build_stage(out, running_stage(), key, build, force=force, scratch=work))
 
 
 warmup_reviser = train_model.with_options(name="warmup-reviser")

@@ -1,10 +1,14 @@
 """SEFT end to end with the tiny model: real Prefect, real MLflow, caching, resume after a failure."""
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psutil
+import pyarrow.parquet as pq
 import pytest
 from flow_runs import run_recipe
 from mlflow import MlflowClient
@@ -16,8 +20,8 @@ from pipeline_lib.store import read_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = str(REPO / "configs" / "seft-tiny.yaml")
-ROUND_LINKS = ["policy-samples", "revisions", "targets", "policy", "eval-answers", "eval-scores"]
-SHARED_LINKS = ["suite-eval", "suite-reviser", "suite-pool", "reviser-source-samples", "reviser-source-scores",
+ROUND_LINKS = ["suite-pool", "policy-samples", "revisions", "targets", "policy", "eval-answers", "eval-scores"]
+SHARED_LINKS = ["suite-eval", "suite-reviser", "reviser-source-samples", "reviser-source-scores",
                 "reviser-data", "reviser-warmup", "reviser"]  # fmt: skip
 
 
@@ -53,6 +57,9 @@ def test_two_rounds_end_to_end_then_cached(capsys, alignflow_home):
     assert targets["accepted_by_decision"]["major"] == 0
     assert read_manifest(run_dir / "round-2" / "targets")["accepted_decisions"] == ["none", "minor", "major"]
     assert (run_dir / "round-1" / "policy").resolve() != (run_dir / "round-2" / "policy").resolve()
+    # Each round draws new prompts from the pool.
+    pools = [pq.read_table(run_dir / f"round-{k}" / "suite-pool" / "items.parquet").column("id").to_pylist() for k in (1, 2)]
+    assert len(pools[0]) == len(pools[1]) == recipe.seft.pool_prompts and not set(pools[0]) & set(pools[1])
     data = read_manifest(run_dir / "shared" / "reviser-data")
     assert set(data["sources"]) == {"suite", "hh-rlhf-harmless-base-test"}
 
@@ -146,9 +153,44 @@ def test_failure_in_training_resumes_without_resampling_or_revising(capsys, alig
     [
         ("seft.accept=[[none, big]]", "seft.accept.0.1"),
         ("reviser.tau_none=0.9", "tau_none (0.9) must not exceed tau_major"),
-        ("seft.pool_prompts=100", "suite.n_train (24) must cover"),
+        ("seft.pool_prompts=100", "suite.n_train (36) must cover reviser.n_prompts + seft.pool_prompts × seft.rounds"),
     ],
 )
 def test_bad_seft_settings_are_one_line_errors(capsys, override, message):
     assert main(["run", RECIPE, override]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_sigkill_during_round_2_training_resumes_at_that_stage(capsys, alignflow_home, tmp_path):
+    # Long enough training that the kill lands inside it; settings of its own.
+    settings = ["train.epochs=40"]
+    log = tmp_path / "run.log"
+    script = Path(sys.executable).with_name("alignflow")
+    with open(log, "w") as out:
+        run = subprocess.Popen(
+            [str(script), "run", RECIPE, *settings], stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        deadline = time.monotonic() + 600
+        while "stage train-policy (round-2/policy): running" not in log.read_text():
+            assert run.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "round-2 training never started"
+            time.sleep(0.1)
+        time.sleep(1.0)
+        children = psutil.Process(run.pid).children(recursive=True)
+        run.send_signal(signal.SIGKILL)
+        run.wait(timeout=30)
+        _, alive = psutil.wait_procs(children, timeout=30)
+        assert not alive, f"left running: {[p.pid for p in alive]}"
+    finally:
+        if run.poll() is None:
+            run.kill()
+    _, run_dir = _run_dir(alignflow_home, settings)
+    assert not (run_dir / "round-2" / "policy").exists()
+    finished = {link: read_manifest(run_dir / "round-2" / link)["started_at"] for link in ("policy-samples", "revisions")}
+
+    out, states = _run(capsys, *settings)
+    assert sorted(states["train-policy"]) == ["Cached", "Completed"]
+    assert set(states["revise"]) == {"Cached"} and set(states["sample-policy"]) == {"Cached"}
+    assert {link: read_manifest(run_dir / "round-2" / link)["started_at"] for link in finished} == finished
+    assert [line.split()[0] for line in out[out.index("round") :].splitlines()[1:4]] == ["0", "1", "2"]
