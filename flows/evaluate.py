@@ -25,6 +25,36 @@ from tasks.stage import run_stage
 STAGES = ["prepare-suite", "generate-answers", "score"]
 
 
+def suite_items(
+    recipe: Recipe, link: Path, split: str, force, start: int = 0, stop: int | None = None
+) -> str:
+    """One split of the built-in suite, or its items ``start:stop`` (SEFT's reviser and pool prompts)."""
+    return run_stage(
+        prepare_suite,
+        config={"suite": recipe.suite.for_split(split), "slice": [start, stop], "code": source_digest(suite, evaluation)},
+        inputs={},
+        link_as=link,
+        force=force,
+        suite=recipe.suite,
+        split=split,
+        start=start,
+        stop=stop,
+    )
+
+
+def score_answers(stage: Task, link: Path, items_dir: str, samples_dir: str, force) -> str:
+    """Verify sampled answers against their suite items with ``stage``."""
+    return run_stage(
+        stage,
+        config={"code": source_digest(suite, evaluation)},
+        inputs={"items": items_dir, "samples": samples_dir},
+        link_as=link,
+        force=force,
+        items_dir=items_dir,
+        samples_dir=samples_dir,
+    )
+
+
 def answer_items(
     stage: Task, recipe: Recipe, link: Path, model_path: str, items_dir: str, params: SamplingParams, batch_size: int, force
 ) -> str:
@@ -58,27 +88,11 @@ def evaluate_round(
     Shared by every method's flow; ``round_dirs`` are the round's training
     stage outputs to report alongside (see ``tasks.evaluation.log_round``).
     """
-    items_dir = run_stage(
-        prepare_suite,
-        config={"suite": recipe.suite.for_split("eval"), "code": source_digest(suite, evaluation)},
-        inputs={},
-        link_as=layout.stage("suite-eval"),
-        force=force,
-        suite=recipe.suite,
-        split="eval",
-    )
+    items_dir = suite_items(recipe, layout.stage("suite-eval"), "eval", force)
     params = SamplingParams(temperature=0.0, max_new_tokens=recipe.eval.max_new_tokens, seed=recipe.seed)
     link = layout.stage("eval-answers", round_index)
     samples_dir = answer_items(generate_answers, recipe, link, model_path, items_dir, params, recipe.eval.batch_size, force)
-    scores_dir = run_stage(
-        score,
-        config={"code": source_digest(suite, evaluation)},
-        inputs={"items": items_dir, "samples": samples_dir},
-        link_as=layout.stage("eval-scores", round_index),
-        force=force,
-        items_dir=items_dir,
-        samples_dir=samples_dir,
-    )
+    scores_dir = score_answers(score, layout.stage("eval-scores", round_index), items_dir, samples_dir, force)
     return log_round(parent_run_id, round_index, scores_dir, items_dir, round_dirs)
 
 

@@ -17,15 +17,14 @@ from typing import Any
 from prefect import flow
 
 from flows.common import pipeline_run
-from flows.evaluate import answer_items, evaluate_round
-from pipeline_lib import evaluation, revision, suite
+from flows.evaluate import answer_items, evaluate_round, score_answers, suite_items
+from pipeline_lib import revision, suite
 from pipeline_lib.config import Recipe
 from pipeline_lib.errors import UserError
 from pipeline_lib.runs import RunLayout, StageForcing
 from pipeline_lib.sampling import SamplingParams, derive_seed
 from pipeline_lib.seft import reviser_data, revise as revise_lib, targets
 from pipeline_lib.store import read_manifest, source_digest
-from tasks.data import prepare_suite
 from tasks.evaluation import score
 from tasks.models import provision_model
 from tasks.sampling import generate_answers
@@ -50,21 +49,6 @@ STAGES = [
     "select-targets",
     "train-policy",
 ]
-
-
-def suite_slice(recipe: Recipe, link: Path, start: int, stop: int, force: StageForcing) -> str:
-    """Suite train items ``start:stop``: the reviser's graded prompts, or a round's unannotated pool."""
-    return run_stage(
-        prepare_suite,
-        config={"suite": recipe.suite.for_split("train"), "slice": [start, stop], "code": source_digest(suite, evaluation)},
-        inputs={},
-        link_as=link,
-        force=force,
-        suite=recipe.suite,
-        split="train",
-        start=start,
-        stop=stop,
-    )
 
 
 def sample(
@@ -95,21 +79,13 @@ def build_reviser(recipe: Recipe, layout: RunLayout, base_model: str, parent_run
     reviser = recipe.reviser
     scores = None
     if reviser.n_prompts:
-        items = suite_slice(recipe, layout.stage("suite-reviser"), 0, reviser.n_prompts, force)
+        items = suite_items(recipe, layout.stage("suite-reviser"), "train", force, 0, reviser.n_prompts)
         temperature = recipe.sampler.temperature if reviser.temperature is None else reviser.temperature
         samples = sample(
             recipe, layout, layout.stage("reviser-source-samples"), base_model, items, force,
             n=reviser.samples_per_prompt, seed=derive_seed(recipe.seed, "reviser-source"), temperature=temperature,
         )  # fmt: skip
-        scores = run_stage(
-            score_samples,
-            config={"code": source_digest(suite, evaluation)},
-            inputs={"items": items, "samples": samples},
-            link_as=layout.stage("reviser-source-scores"),
-            force=force,
-            items_dir=items,
-            samples_dir=samples,
-        )
+        scores = score_answers(score_samples, layout.stage("reviser-source-scores"), items, samples, force)
     inputs = {"scores": scores} if scores else {}
     if reviser.preference and Path(reviser.preference.source).exists():
         inputs["preference"] = reviser.preference.source
@@ -144,7 +120,7 @@ def pool_prompts(recipe: Recipe, layout: RunLayout, k: int, force: StageForcing)
     """Round k's unannotated prompts: the suite train items after the reviser's, new ones each round by default."""
     first = recipe.reviser.n_prompts
     link = layout.stage("suite-pool", k)
-    return suite_slice(recipe, link, first + recipe.seft.pool_start(k), first + recipe.seft.pool_end(k), force)
+    return suite_items(recipe, link, "train", force, first + recipe.seft.pool_start(k), first + recipe.seft.pool_end(k))
 
 
 def self_evolution_round(
@@ -188,7 +164,7 @@ def self_evolution_round(
     _check_some_accepted(k, revisions, selected)
     new_policy = train(
         train_policy, recipe, layout.stage("policy", k), policy,
-        str(Path(selected) / targets.TRAIN_ROWS_FILE), recipe.train, derive_seed(recipe.seed, "train", k) % 2**31, force,
+        str(Path(selected) / targets.TRAIN_ROWS_FILE), recipe.train, derive_seed(recipe.seed, "train", k), force,
     )  # fmt: skip
     round_dirs = {"revise": revisions, "select": selected, "train": new_policy}
     return new_policy, evaluate_round(recipe, layout, new_policy, k, parent_run_id, force, round_dirs)

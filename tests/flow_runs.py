@@ -1,6 +1,10 @@
 """Running `alignflow run` in-process and reading back what Prefect recorded about it."""
 
+import os
+import subprocess
+import sys
 from collections import defaultdict
+from pathlib import Path
 
 import anyio
 from prefect.client.orchestration import get_client
@@ -28,3 +32,15 @@ def run_recipe(capsys, recipe: str, *extra: str) -> tuple[str, dict[str, list[st
     out = capsys.readouterr().out
     flow_run_id = next(line.split()[3] for line in out.splitlines() if line.startswith("prefect:"))
     return out, task_states(flow_run_id)
+
+
+def run_with_failure(recipe: str, settings: list[str], stage: str, timeout: int) -> subprocess.CompletedProcess:
+    """Run a recipe as a user would (a real process) with ``stage`` made to fail by the test switch."""
+    script = Path(sys.executable).with_name("alignflow")
+    return subprocess.run(
+        [str(script), "run", recipe, *settings],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "ALIGNFLOW_FAIL_STAGE": stage},
+    )

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from flow_runs import run_recipe
+from flow_runs import run_recipe, run_with_failure
 from mlflow import MlflowClient
 
 from pipeline_lib import tracking
@@ -100,14 +100,7 @@ def test_user_error_inside_the_flow_is_one_line():
 def test_a_run_that_failed_in_a_late_stage_resumes_there(capsys, first_run):
     # Its own settings, so nothing is cached from the other tests.
     settings = ["eval.max_new_tokens=6"]
-    script = Path(sys.executable).with_name("alignflow")
-    failed = subprocess.run(
-        [str(script), "run", RECIPE, *settings],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "ALIGNFLOW_FAIL_STAGE": "score"},
-    )
+    failed = run_with_failure(RECIPE, settings, "score", timeout=300)
     assert failed.returncode != 0
     assert "failure injected into stage 'score'" in failed.stderr
     assert "rerun the same command to resume" in failed.stderr

@@ -1,6 +1,5 @@
 """SEFT end to end with the tiny model: real Prefect, real MLflow, caching, resume after a failure."""
 
-import os
 import signal
 import subprocess
 import sys
@@ -10,7 +9,7 @@ from pathlib import Path
 import psutil
 import pyarrow.parquet as pq
 import pytest
-from flow_runs import run_recipe
+from flow_runs import run_recipe, run_with_failure
 from mlflow import MlflowClient
 
 from flows.cli import main
@@ -119,14 +118,7 @@ def test_failure_in_training_resumes_without_resampling_or_revising(capsys, alig
     # Settings of its own, so that the policy stages are not cached from the
     # other tests; LoRA, so that merged adapters feed the next round too.
     settings = ["train.mode=lora", "train.lr=1e-2"]
-    script = Path(sys.executable).with_name("alignflow")
-    failed = subprocess.run(
-        [str(script), "run", RECIPE, *settings],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "ALIGNFLOW_FAIL_STAGE": "train-policy"},
-    )
+    failed = run_with_failure(RECIPE, settings, "train-policy", timeout=600)
     assert failed.returncode != 0, failed.stderr[-2000:]
     assert "failure injected into stage 'train-policy'" in failed.stderr
     _, run_dir = _run_dir(alignflow_home, settings)

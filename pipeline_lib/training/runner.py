@@ -69,6 +69,8 @@ def fine_tune(
     written; an existing empty ``out_dir`` is filled in place (see ``_save``).
     Returns the run's metrics; the caller adds what it knows about the data.
     """
+    # numpy (seeded by the Trainer) takes only 32-bit seeds; callers may pass any derived int.
+    seed %= 2**32
     optimizer = optimizer_spec(config)
     model = load_causal_lm(model_path, dtype)
     align_pad_id(model, tokenizer)
