@@ -70,7 +70,7 @@ def fine_tune(
     Returns the run's metrics; the caller adds what it knows about the data.
     """
     # numpy (seeded by the Trainer) takes only 32-bit seeds; callers may pass any derived int.
-    seed %= 2**32
+    seed %= 2**31
     optimizer = optimizer_spec(config)
     model = load_causal_lm(model_path, dtype)
     align_pad_id(model, tokenizer)
