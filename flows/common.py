@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -11,9 +12,11 @@ from prefect.runtime import flow_run
 from pipeline_lib import tracking
 from pipeline_lib.config import Recipe, load_recipe
 from pipeline_lib.runs import RunLayout, open_run
+from pipeline_lib.sampling import resolve_backend, stop_all_servers
 
 TAG_PREFECT_FLOW_RUN = "prefect.flow_run_id"
 TAG_RUN_DIR = "alignflow.run_dir"
+TAG_SAMPLER_BACKEND = "alignflow.sampler_backend"
 
 
 @contextmanager
@@ -24,13 +27,19 @@ def pipeline_run(recipe_path: str, overrides: list[str] | None) -> Iterator[tupl
     run stays one MLflow run however many times it was retried.
     """
     recipe = load_recipe(recipe_path, overrides or [])
+    backend, why = resolve_backend(recipe.sampler)
+    print(f"sampler backend: {backend} ({why})", file=sys.stderr, flush=True)
     layout = open_run(recipe)
     tracking.configure(recipe.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI"), recipe.tracking.experiment)
     previous = tracking.find_run(recipe.tracking.experiment, layout.config_hash)
-    tags = {TAG_RUN_DIR: str(layout.root), TAG_PREFECT_FLOW_RUN: str(flow_run.id or "")}
+    tags = {TAG_RUN_DIR: str(layout.root), TAG_PREFECT_FLOW_RUN: str(flow_run.id or ""), TAG_SAMPLER_BACKEND: backend}
     with tracking.start_pipeline_run(
         recipe.tracking.experiment, layout.name, recipe.to_dict(), layout.config_hash, tags=tags, resume_run_id=previous
     ) as parent:
         # A resumed parent keeps its first tags; point it at the flow run doing the work now.
         tracking.set_tags(tags, run_id=parent.info.run_id)
-        yield recipe, layout, parent.info.run_id
+        try:
+            yield recipe, layout, parent.info.run_id
+        finally:
+            # Servers kept warm between stages end with the run, whatever ended it.
+            stop_all_servers()

@@ -13,7 +13,7 @@ from prefect import Task, flow
 from flows.common import pipeline_run
 from pipeline_lib.config import Recipe
 from pipeline_lib.runs import RunLayout, StageForcing
-from pipeline_lib.sampling import SamplingParams
+from pipeline_lib.sampling import SamplingParams, resolve_backend
 from pipeline_lib import evaluation, suite
 from pipeline_lib.store import source_digest
 from tasks.data import prepare_suite
@@ -61,7 +61,7 @@ def answer_items(
     """Sample answers to suite items with ``stage`` (held-out answers, or a policy's samples)."""
     return run_stage(
         stage,
-        config={"params": params.describe(), "backend": recipe.sampler.backend, "dtype": recipe.model.dtype},
+        config={"params": params.describe(), "backend": resolve_backend(recipe.sampler)[0], "dtype": recipe.model.dtype},
         inputs={"model": model_path, "items": items_dir},
         link_as=link,
         force=force,

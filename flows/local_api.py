@@ -10,10 +10,7 @@ is used instead and left alone.
 
 from __future__ import annotations
 
-import ctypes
 import os
-import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -24,34 +21,10 @@ from prefect.events.worker import EventsWorker
 from prefect.logging.handlers import APILogWorker
 from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
 
-from flows.servers import stop_group, wait_healthy
+from pipeline_lib.servers import HOST, die_with_parent, free_port, stop_group, wait_healthy
 from pipeline_lib.home import prefect_home
 
-HOST = "127.0.0.1"
 START_ATTEMPTS = 3
-_PR_SET_PDEATHSIG = 1
-try:
-    # Resolved here, not in the forked child, where loading a library is unsafe.
-    _prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
-except (OSError, AttributeError):  # not Linux: the normal-exit path below still stops it
-    _prctl = None
-
-
-def _die_with_parent(parent: int):
-    def setup() -> None:
-        """Runs in the child before exec: SIGTERM it when the parent dies, or exit if it already has."""
-        if _prctl is not None:
-            _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-        if os.getppid() != parent:
-            os._exit(1)
-
-    return setup
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        return probe.getsockname()[1]
 
 
 def _log_file():
@@ -66,7 +39,7 @@ def _start(timeout: float) -> tuple[subprocess.Popen, str]:
         "PREFECT__SERVER_EPHEMERAL": "1",
     }
     for _ in range(START_ATTEMPTS):
-        port = _free_port()
+        port = free_port()
         url = f"http://{HOST}:{port}/api"
         command = [
             sys.executable, "-m", "uvicorn",
@@ -83,7 +56,7 @@ def _start(timeout: float) -> tuple[subprocess.Popen, str]:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_die_with_parent(os.getpid()),
+                preexec_fn=die_with_parent(os.getpid()),
             )
         try:
             if wait_healthy(f"{url}/health", server, timeout):

@@ -22,7 +22,7 @@ from pipeline_lib import revision, suite
 from pipeline_lib.config import Recipe
 from pipeline_lib.errors import UserError
 from pipeline_lib.runs import RunLayout, StageForcing
-from pipeline_lib.sampling import SamplingParams, derive_seed
+from pipeline_lib.sampling import SamplingParams, derive_seed, resolve_backend
 from pipeline_lib.seft import reviser_data, revise as revise_lib, targets
 from pipeline_lib.store import read_manifest, source_digest
 from tasks.evaluation import score
@@ -134,7 +134,7 @@ def self_evolution_round(
         revise,
         config={
             "max_new_tokens": recipe.reviser.max_new_tokens,
-            "backend": recipe.sampler.backend,
+            "backend": resolve_backend(recipe.sampler)[0],
             "dtype": recipe.model.dtype,
             "seed": recipe.seed,
             "code": source_digest(revision, revise_lib),

@@ -8,18 +8,16 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from flows.servers import stop_group, wait_healthy
+from pipeline_lib.servers import HOST, port_in_use, stop_group, wait_healthy
 from pipeline_lib.errors import UserError
 from pipeline_lib.home import mlflow_dir
 from pipeline_lib.tracking import default_tracking_uri
 
-HOST = "127.0.0.1"
 
 
 def _bin(name: str) -> str:
@@ -36,9 +34,8 @@ def _wait_healthy(url: str, process: subprocess.Popen, timeout: float = 90.0) ->
 
 
 def _check_free(port: int) -> None:
-    with socket.socket() as probe:
-        if probe.connect_ex((HOST, port)) == 0:
-            raise UserError(f"port {port} on {HOST} is already in use; pick another with --prefect-port/--mlflow-port")
+    if port_in_use(port):
+        raise UserError(f"port {port} on {HOST} is already in use; pick another with --prefect-port/--mlflow-port")
 
 
 def serve_uis(prefect_port: int = 4200, mlflow_port: int = 5000) -> int:

@@ -40,3 +40,6 @@ def _sub(name: str) -> Path:
     path = alignflow_home() / name
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+def vllm_dir() -> Path:
+    return _sub("vllm")

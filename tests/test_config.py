@@ -52,7 +52,9 @@ def test_unknown_top_level_section(recipe_file):
         ("train.batch_size=many", "train.batch_size"),
         ("suite.families=[arithmetic,astrology]", "suite.families"),
         ("suite.difficulty=[4]", "suite.difficulty"),
-        ("sampler.backend=vllm", "sampler.backend"),
+        ("sampler.backend=sglang", "sampler.backend"),
+            ("sampler.base_url=localhost:8000", "sampler.base_url"),
+            ("sampler.vllm.port=0", "sampler.vllm.port"),
         ("name=has space", "name"),
     ],
 )

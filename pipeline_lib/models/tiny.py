@@ -21,7 +21,7 @@ from pipeline_lib.models.smollm2 import smollm2_tokenizer
 from pipeline_lib.store import atomic_dir, write_manifest
 
 ALIAS = "tiny-llama"
-RECIPE = 2
+RECIPE = 3
 
 
 def tiny_llama_config(tokenizer: PreTrainedTokenizerBase) -> LlamaConfig:
@@ -33,6 +33,9 @@ def tiny_llama_config(tokenizer: PreTrainedTokenizerBase) -> LlamaConfig:
         num_hidden_layers=2,
         num_attention_heads=2,
         num_key_value_heads=1,
+        # vLLM's CPU attention kernels take only some head sizes (32 is the
+        # smallest); 20 / 2 heads would give 10 and the engine would refuse it.
+        head_dim=32,
         max_position_embeddings=8192,
         rope_theta=100000.0,
         rms_norm_eps=1e-5,

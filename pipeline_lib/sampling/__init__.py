@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline_lib.config import SamplerConfig
+from pipeline_lib.errors import UserError
+from pipeline_lib.sampling.environment import vllm_python
 from pipeline_lib.sampling.base import Sample, Sampler, SamplingParams, derive_seed, render_chat
 from pipeline_lib.sampling.shards import SAMPLES_SCHEMA, sample_to_parquet, samples_table
 
@@ -16,19 +18,59 @@ __all__ = [
     "derive_seed",
     "make_sampler",
     "render_chat",
+    "resolve_backend",
+    "stop_all_servers",
     "sample_to_parquet",
     "samples_table",
 ]
 
 
+def resolve_backend(config: SamplerConfig) -> tuple[str, str]:
+    """The backend that will run (``hf`` or ``vllm``) and why; ``auto`` prefers vLLM when it is installed."""
+    if config.base_url:
+        return "vllm", f"the server at {config.base_url}"
+    if config.backend == "hf":
+        return "hf", "sampler.backend=hf"
+    python = vllm_python()
+    if config.backend == "vllm":
+        if python is None:
+            raise UserError("sampler.backend=vllm needs the vLLM environment, which is not installed: run `make setup-vllm`")
+        return "vllm", f"sampler.backend=vllm, environment {python}"
+    if python is None:
+        return "hf", "auto: no vLLM environment (`make setup-vllm` installs one)"
+    return "vllm", f"auto: vLLM environment at {python}"
+
+
+def stop_all_servers() -> None:
+    """Stop the vLLM servers this process keeps warm between stages (a no-op when there are none)."""
+    from pipeline_lib.sampling.vllm_server import POOL
+
+    POOL.close()
+
+
 def make_sampler(
     config: SamplerConfig, model_path: str | Path, dtype: str = "float32", batch_size: int | None = None
 ) -> Sampler:
-    """The sampler the recipe asks for; ``sampler.name`` says which backend ``auto`` chose.
-
-    Only the HF backend exists so far, so ``auto`` means HF.
-    """
+    """The sampler the recipe asks for; ``sampler.name`` says which backend ``auto`` chose."""
+    backend, _ = resolve_backend(config)
+    batch_size = batch_size or config.batch_size
     # Imported here so that reading configs or sample files does not load torch.
+    if backend == "vllm":
+        from pipeline_lib.sampling.vllm_client import VLLMSampler
+        from pipeline_lib.sampling.vllm_server import ServerOptions
+
+        v = config.vllm
+        options = ServerOptions(
+            dtype=dtype,
+            seed=config.seed,
+            port=v.port,
+            startup_timeout_s=v.startup_timeout_s,
+            kv_cache_gib=v.kv_cache_gib,
+            max_model_len=v.max_model_len,
+            enforce_eager=v.enforce_eager,
+            extra_args=tuple(v.extra_args),
+        )
+        return VLLMSampler(model_path, options, batch_size=batch_size, base_url=config.base_url, keep_warm=v.keep_warm)
     from pipeline_lib.sampling.hf import HFSampler
 
-    return HFSampler(model_path, dtype=dtype, batch_size=batch_size or config.batch_size)
+    return HFSampler(model_path, dtype=dtype, batch_size=batch_size)

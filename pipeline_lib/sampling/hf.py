@@ -16,8 +16,7 @@ from transformers import GenerationConfig, PreTrainedModel
 
 from pipeline_lib.models import load_causal_lm, load_tokenizer
 from pipeline_lib.sampling.base import FinishReason, Sample, Sampler, SamplingParams, derive_seed
-
-CHAT_END_TOKEN = "<|im_end|>"
+from pipeline_lib.sampling.stops import first_stop, stop_token_ids
 
 
 class HFSampler(Sampler):
@@ -39,7 +38,7 @@ class HFSampler(Sampler):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.tokenizer = load_tokenizer(model_path, padding_side="left")
         model = load_causal_lm(model_path, dtype).to(self.device)
-        self.stop_token_ids = _stop_token_ids(self.tokenizer, model)
+        self.stop_token_ids = stop_token_ids(self.tokenizer, model.generation_config.eos_token_id)
         self.pad_token_id = _pad_token_id(self.tokenizer, self.stop_token_ids)
         # Sampling must be defined by SamplingParams alone, identically for
         # every backend: drop checkpoint defaults such as top_k or a
@@ -118,7 +117,7 @@ class HFSampler(Sampler):
         eos_at = next((i for i, t in enumerate(tokens) if t in self.stop_token_ids), None)
         content = tokens if eos_at is None else tokens[:eos_at]
         text = self._decode(content)
-        cut = _first_stop(text, params.stop)
+        cut = first_stop(text, params.stop)
         reason: FinishReason
         if cut is not None:
             text, reason = text[:cut], "stop"
@@ -134,7 +133,7 @@ class HFSampler(Sampler):
         low, high = 1, len(tokens)
         while low < high:
             mid = (low + high) // 2
-            if _first_stop(self._decode(tokens[:mid]), stop) is None:
+            if first_stop(self._decode(tokens[:mid]), stop) is None:
                 low = mid + 1
             else:
                 high = mid
@@ -142,21 +141,6 @@ class HFSampler(Sampler):
 
     def _decode(self, tokens: list[int]) -> str:
         return self.tokenizer.decode(tokens, skip_special_tokens=True)
-
-
-def _first_stop(text: str, stop: tuple[str, ...]) -> int | None:
-    found = [i for i in (text.find(s) for s in stop) if i >= 0]
-    return min(found) if found else None
-
-
-def _stop_token_ids(tokenizer: Any, model: PreTrainedModel) -> list[int]:
-    """EOS ids: the tokenizer's, the ChatML end-of-turn token, and any the checkpoint lists."""
-    ids = {tokenizer.eos_token_id}
-    if CHAT_END_TOKEN in tokenizer.get_vocab():
-        ids.add(tokenizer.convert_tokens_to_ids(CHAT_END_TOKEN))
-    configured = model.generation_config.eos_token_id
-    ids.update(configured if isinstance(configured, list) else [configured])
-    return sorted(i for i in ids if i is not None)
 
 
 def _pad_token_id(tokenizer: Any, stop_token_ids: list[int]) -> int:

@@ -1,0 +1,206 @@
+"""Sampling through a vLLM OpenAI-compatible server: one we start for the model, or one that already runs.
+
+Prompts are tokenized here, exactly as the HF backend tokenizes them, and
+sent as token ids, so both backends condition on the same tokens and stop on
+the same EOS ids; rows come back in the same order and schema. Requests run
+with bounded concurrency (``batch_size`` in flight), which is what lets
+vLLM's continuous batching keep the model busy.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from pipeline_lib.errors import UserError
+from pipeline_lib.models import load_tokenizer
+from pipeline_lib.sampling.base import Sample, Sampler, SamplingParams, derive_seed
+from pipeline_lib.sampling.stops import configured_eos, stop_token_ids
+from pipeline_lib.sampling.vllm_server import POOL, SERVED_NAME, ModelToServe, ServerError, ServerOptions, has_cuda
+
+EXTERNAL_RETRIES = 3
+REQUEST_TIMEOUT_S = 900.0
+
+
+class ServerGone(ConnectionError):
+    """A request could not reach the server (refused, reset, or the server died mid-request)."""
+
+
+class VLLMSampler(Sampler):
+    name = "vllm"
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        options: ServerOptions,
+        batch_size: int = 32,
+        base_url: str | None = None,
+        keep_warm: int = 0,
+        progress: bool = True,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.model_id = str(model_path)
+        self.batch_size = batch_size
+        self.progress = progress
+        served = ModelToServe.from_folder(Path(model_path))
+        # An adapter folder may hold only the adapter; its tokenizer is the base model's.
+        tokenizer_folder = served.adapter if (served.adapter and (served.adapter / "tokenizer_config.json").is_file()) else served.base
+        self.tokenizer = load_tokenizer(tokenizer_folder)
+        self.stop_token_ids = stop_token_ids(self.tokenizer, configured_eos(served.base))
+        self.keep_warm = keep_warm
+        self.server: VLLMServer | None = None
+        # The CPU engine dies on per-request seeds ("CPU Generator does not use
+        # offset"); there the server's --seed is all the seeding there is.
+        self.seed_requests = False
+        if base_url:
+            self.url = base_url.rstrip("/").removesuffix("/v1")
+            self.model_name = self._served_model(served)
+        else:
+            started = time.perf_counter()
+            self.server = POOL.acquire(served, options, keep_warm)
+            self.startup_seconds = time.perf_counter() - started
+            self.url = self.server.url
+            self.model_name = f"{SERVED_NAME}-adapter" if served.adapter else SERVED_NAME
+            self.seed_requests = has_cuda()
+            how = f"started in {self.startup_seconds:.1f} s" if self.startup_seconds > 1 else "kept warm"
+            print(f"vllm: serving {model_path} at {self.url} ({how})", file=sys.stderr)
+
+    def generate(self, prompts: list[str], params: SamplingParams) -> list[Sample]:
+        if not prompts:
+            return []
+        encoded = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
+        empty = [i for i, ids in enumerate(encoded) if not ids]
+        if empty:
+            raise ValueError(f"prompts {empty[:5]} are empty; every prompt needs at least one token")
+        attempts = 2 if self.server is not None else EXTERNAL_RETRIES
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._generate_all(encoded, params)
+            except ServerGone as gone:
+                if attempt == attempts:
+                    raise ServerError(self._gone_message(gone)) from None
+                self._recover(gone, attempt)
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        if self.server is not None:
+            POOL.release(self.server, self.keep_warm)
+            self.server = None
+
+    def _generate_all(self, encoded: list[list[int]], params: SamplingParams) -> list[Sample]:
+        # Greedy samples of one prompt are identical: ask for one and copy it.
+        n = 1 if params.greedy else params.n
+        results: list[list[Sample]] = [[] for _ in encoded]
+        with (
+            ThreadPoolExecutor(max_workers=self.batch_size) as pool,
+            tqdm(total=len(encoded) * n, unit="seq", desc="sampling (vllm)", disable=not self.progress) as bar,
+        ):
+            futures = {
+                pool.submit(self._complete, ids, params, n, derive_seed(params.seed, "prompt", index) % 2**31): index
+                for index, ids in enumerate(encoded)
+            }
+            try:
+                for future, index in futures.items():
+                    results[index] = [replace(s, prompt_index=index) for s in future.result()]
+                    bar.update(n)
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+        return [
+            replace(results[p][0 if params.greedy else s], sample_index=s)
+            for p in range(len(encoded))
+            for s in range(params.n)
+        ]
+
+    def _complete(self, prompt_ids: list[int], params: SamplingParams, n: int, seed: int) -> list[Sample]:
+        body: dict[str, Any] = {
+            "model": self.model_name,
+            "prompt": prompt_ids,
+            "n": n,
+            "max_tokens": params.max_new_tokens,
+            "temperature": params.temperature,
+            "top_p": 1.0 if params.greedy else params.top_p,
+            "stop_token_ids": self.stop_token_ids,
+            "skip_special_tokens": True,
+            "return_token_ids": True,
+        }
+        if params.stop:
+            body["stop"] = list(params.stop)
+        if self.seed_requests and not params.greedy:
+            body["seed"] = seed
+        response = self._post("/v1/completions", body)
+        samples = []
+        for choice in sorted(response["choices"], key=lambda c: c["index"]):
+            reason = "length" if choice.get("finish_reason") == "length" else "stop"
+            tokens = choice.get("token_ids")
+            count = len(tokens) if tokens is not None else response["usage"]["completion_tokens"] // n
+            samples.append(Sample(0, choice["index"], choice["text"], len(prompt_ids), count, reason))
+        return samples
+
+    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        request = urllib.request.Request(
+            self.url + path, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT_S) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            detail = error.read().decode(errors="replace")[:500]
+            if error.code >= 500:
+                raise ServerGone(f"HTTP {error.code} from {self.url}{path}: {detail}") from None
+            # A 4xx is about the request (a prompt longer than the context), not the server.
+            raise UserError(f"vLLM rejected a request to {self.url}{path} (HTTP {error.code}): {detail}") from None
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as error:
+            raise ServerGone(f"{self.url}{path}: {error}") from None
+
+    def _get(self, path: str) -> dict[str, Any]:
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=30) as response:
+                return json.loads(response.read())
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as error:
+            raise UserError(f"sampler.base_url: no vLLM server answers at {self.url} ({error})") from None
+
+    def _served_model(self, served: ModelToServe) -> str:
+        """The server's name for the model this sampler must sample; an error if it serves another one."""
+        wanted = {str(p.resolve()) for p in (served.adapter or served.base, served.base) if p}
+        models = self._get("/v1/models").get("data", [])
+        for entry in models:
+            if entry.get("id") in wanted or _resolved(entry.get("root")) in wanted:
+                return entry["id"]
+        names = ", ".join(f"{m.get('id')} ({m.get('root')})" for m in models) or "nothing"
+        raise UserError(
+            f"sampler.base_url: the server at {self.url} serves {names}, not {served.adapter or served.base}; "
+            "start it with that model, or leave base_url unset so alignflow starts one per model"
+        )
+
+    def _recover(self, gone: ServerGone, attempt: int) -> None:
+        if self.server is not None:
+            # Dead, or alive with a dead engine (HTTP 500): either way a fresh server is the retry.
+            print(f"vllm: {self.server.describe_failure()}\nvllm: restarting it and retrying the shard", file=sys.stderr)
+            self.server.stop()
+            self.server.start()
+            self.url = self.server.url
+        else:
+            wait = 2.0 * attempt
+            print(f"vllm: {gone}; retrying in {wait:.0f} s", file=sys.stderr)
+            time.sleep(wait)
+
+    def _gone_message(self, gone: ServerGone) -> str:
+        if self.server is not None:
+            return f"{self.server.describe_failure()}\n(the last request failed with: {gone})"
+        return f"the vLLM server at {self.url} did not answer after {EXTERNAL_RETRIES} tries: {gone}"
+
+
+def _resolved(path: str | None) -> str | None:
+    return str(Path(path).resolve()) if path else None

@@ -1,0 +1,343 @@
+"""A vLLM OpenAI-compatible server for one model, on loopback, tied to this process's life.
+
+vLLM runs from its own virtualenv (see ``environment``), so it is always a
+separate process. The server is started in its own session with the
+kernel's parent-death signal set, so a pipeline killed with SIGKILL takes it
+down too; each server also leaves a record under ``$ALIGNFLOW_HOME/vllm``
+naming its owner, and the next start reaps servers whose owner is gone, in
+case the kernel's signal could not be delivered (the owner was not the
+direct parent, or the platform has no such signal).
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline_lib.errors import UserError
+from pipeline_lib.home import vllm_dir
+from pipeline_lib.sampling.environment import vllm_python
+from pipeline_lib.servers import HOST, die_with_parent, free_port, port_in_use, stop_group, wait_healthy
+from pipeline_lib.store import atomic_write_text
+
+SERVED_NAME = "alignflow"
+START_ATTEMPTS = 3
+LOG_TAIL_LINES = 15
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """How to start vLLM; the recipe's ``sampler.vllm`` section."""
+
+    dtype: str = "float32"
+    seed: int = 0
+    port: int | None = None
+    startup_timeout_s: float = 300.0
+    kv_cache_gib: float = 2.0
+    max_model_len: int | None = 4096
+    enforce_eager: bool = True
+    extra_args: tuple[str, ...] = field(default_factory=tuple)
+
+
+class ServerError(RuntimeError):
+    """The vLLM server died or never became healthy; the message ends with its log's last lines."""
+
+
+@dataclass(frozen=True)
+class ModelToServe:
+    """A merged checkpoint, or a base model with a LoRA adapter on top."""
+
+    base: Path
+    adapter: Path | None = None
+    adapter_rank: int | None = None
+
+    @classmethod
+    def from_folder(cls, folder: Path) -> ModelToServe:
+        """A folder holding a PEFT adapter is served on its base model; any other folder as it is."""
+        folder = Path(folder)
+        config_file = folder / "adapter_config.json"
+        if not config_file.is_file():
+            return cls(base=folder)
+        config = json.loads(config_file.read_text())
+        base = config.get("base_model_name_or_path")
+        if not base or not Path(base).is_dir():
+            raise UserError(f"{config_file}: base_model_name_or_path {base!r} is not a local model folder")
+        return cls(base=Path(base), adapter=folder, adapter_rank=int(config.get("r", 16)))
+
+
+class VLLMServer:
+    """Start with ``start()``, stop with ``stop()`` (idempotent); ``url`` is the OpenAI API root."""
+
+    def __init__(self, model: ModelToServe, options: ServerOptions) -> None:
+        python = vllm_python()
+        if python is None:
+            raise UserError("sampler.backend=vllm needs the vLLM environment: run `make setup-vllm`")
+        self.python = python
+        self.model = model
+        self.options = options
+        self.process: subprocess.Popen | None = None
+        self.url = ""
+        self.log_file: Path | None = None
+        self.startup_seconds = 0.0
+
+    def start(self) -> VLLMServer:
+        reap_orphans()
+        explicit = self.options.port
+        if explicit is not None and port_in_use(explicit):
+            raise UserError(f"sampler.vllm.port: port {explicit} on {HOST} is already in use; pick another or leave it unset")
+        started = time.perf_counter()
+        for attempt in range(START_ATTEMPTS):
+            port = explicit or free_port()
+            if self._try_start(port):
+                self.startup_seconds = time.perf_counter() - started
+                return self
+            # Another process may have taken a free port between our probe and
+            # vLLM's bind; only then is a new port worth a try.
+            if explicit is not None or not _lost_port_race(self.log_file):
+                break
+        raise ServerError(f"vLLM server for {self.model.base} did not start{self._log_tail()}")
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        stop_group(self.process, grace=20.0)
+        _record_file(self.process.pid).unlink(missing_ok=True)
+        self.process = None
+
+    def is_alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def describe_failure(self) -> str:
+        """What happened to the server, for error messages: its exit code, or that its engine failed."""
+        code = None if self.process is None else self.process.poll()
+        state = "is running but its engine failed" if code is None else f"exited with code {code}"
+        return f"the vLLM server for {self.model.base} {state}{self._log_tail()}"
+
+    def _try_start(self, port: int) -> bool:
+        instance = vllm_dir() / f"server-{port}"
+        scratch = instance / "tmp"
+        scratch.mkdir(parents=True, exist_ok=True)
+        self.log_file = instance / "server.log"
+        self.url = f"http://{HOST}:{port}"
+        with open(self.log_file, "w") as log:
+            self.process = subprocess.Popen(
+                self._command(port),
+                env=self._environment(instance, scratch),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                preexec_fn=die_with_parent(os.getpid()),
+            )
+        _write_record(self.process.pid, port, self.model.base)
+        try:
+            healthy = wait_healthy(f"{self.url}/health", self.process, self.options.startup_timeout_s)
+        except TimeoutError:
+            self.stop()
+            raise ServerError(
+                f"the vLLM server was not healthy after {self.options.startup_timeout_s:.0f} s "
+                f"(sampler.vllm.startup_timeout_s){self._log_tail()}"
+            ) from None
+        except BaseException:
+            self.stop()
+            raise
+        if not healthy:
+            self.stop()
+        return healthy
+
+    def _command(self, port: int) -> list[str]:
+        o = self.options
+        command = [
+            str(self.python), "-m", "vllm.entrypoints.openai.api_server",
+            "--model", str(self.model.base),
+            "--served-model-name", SERVED_NAME,
+            "--host", HOST, "--port", str(port),
+            "--dtype", o.dtype,
+            "--seed", str(o.seed),
+            # Sampling must be defined by SamplingParams alone, as in the HF
+            # backend: ignore the checkpoint's default temperature or top_k.
+            "--generation-config", "vllm",
+            "--disable-uvicorn-access-log",
+        ]
+        if not has_cuda():
+            # One CPU worker: run it inside the engine process instead of
+            # spawning another interpreter (about 10 s less to start).
+            command += ["--distributed-executor-backend", "uni"]
+        if o.max_model_len:
+            command += ["--max-model-len", str(o.max_model_len)]
+        if o.enforce_eager:
+            command.append("--enforce-eager")
+        if self.model.adapter is not None:
+            command += [
+                "--enable-lora",
+                "--max-lora-rank", str(_supported_rank(self.model.adapter_rank or 16)),
+                "--lora-modules", f"{SERVED_NAME}-adapter={self.model.adapter}",
+            ]
+        return command + list(o.extra_args)
+
+    def _environment(self, instance: Path, scratch: Path) -> dict[str, str]:
+        env = {
+            **os.environ,
+            # Caches and IPC sockets stay in the instance folder, not in ~ or /tmp.
+            "VLLM_CACHE_ROOT": str(instance / "cache"),
+            "TORCHINDUCTOR_CACHE_DIR": str(instance / "inductor"),
+            "TMPDIR": str(scratch),
+            "VLLM_NO_USAGE_STATS": "1",
+            "DO_NOT_TRACK": "1",
+            "HF_HUB_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+            # Our own interpreter's venv must not leak into vLLM's.
+            "VIRTUAL_ENV": str(self.python.parent.parent),
+            "PYTHONPATH": "",
+        }
+        if not has_cuda():
+            # The CPU engine sizes its KV cache from this (GiB), and by default
+            # leaves one core idle for the API process; we want all of them.
+            env.setdefault("VLLM_CPU_KVCACHE_SPACE", f"{self.options.kv_cache_gib:g}")
+            env.setdefault("VLLM_CPU_OMP_THREADS_BIND", _cpu_range())
+            # The engine inside the API process: one interpreter fewer to
+            # start (about 20 s here) and the same throughput on two cores.
+            env.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        return env
+
+    def _log_tail(self) -> str:
+        if self.log_file is None or not self.log_file.is_file():
+            return ""
+        lines = [line for line in self.log_file.read_text(errors="replace").splitlines() if line.strip()]
+        # vLLM logs a lot; its error lines say more than its last lines.
+        errors = [line for line in lines if "Error" in line or "ERROR" in line]
+        tail = "\n  ".join(errors[-5:] or lines[-LOG_TAIL_LINES:])
+        return f"; log {self.log_file}, last lines:\n  {tail}"
+
+
+def _lost_port_race(log_file: Path | None) -> bool:
+    return log_file is not None and log_file.is_file() and "address already in use" in log_file.read_text().lower()
+
+
+def _supported_rank(rank: int) -> int:
+    """vLLM accepts only some maximum LoRA ranks; the smallest one that holds ``rank``."""
+    for allowed in (8, 16, 32, 64, 128, 256, 320, 512):
+        if rank <= allowed:
+            return allowed
+    raise UserError(f"LoRA rank {rank} is larger than vLLM serves (512)")
+
+
+def _cpu_range() -> str:
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    contiguous = cpus == list(range(cpus[0], cpus[-1] + 1))
+    return f"{cpus[0]}-{cpus[-1]}" if contiguous else ",".join(map(str, cpus))
+
+
+def has_cuda() -> bool:
+    return Path("/dev/nvidiactl").exists() or bool(os.environ.get("CUDA_VISIBLE_DEVICES"))
+
+
+# Records of running servers, so that a later start can reap one whose owner died.
+
+
+def _records() -> Path:
+    folder = vllm_dir() / "servers"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _record_file(pid: int) -> Path:
+    return _records() / f"{pid}.json"
+
+
+def _write_record(pid: int, port: int, model: Path) -> None:
+    record = {"pid": pid, "owner": os.getpid(), "port": port, "model": str(model), "started": time.time()}
+    atomic_write_text(_record_file(pid), json.dumps(record))
+
+
+def reap_orphans() -> list[int]:
+    """Kill the process groups of recorded servers whose owner process is gone; return their PIDs."""
+    reaped = []
+    for record_file in _records().glob("*.json"):
+        try:
+            record = json.loads(record_file.read_text())
+        except (OSError, json.JSONDecodeError):
+            record_file.unlink(missing_ok=True)
+            continue
+        if _alive(record["owner"]):
+            continue
+        if _alive(record["pid"]) and _is_vllm(record["pid"]):
+            try:
+                os.killpg(record["pid"], 9)
+            except (ProcessLookupError, PermissionError):
+                pass
+            reaped.append(record["pid"])
+        record_file.unlink(missing_ok=True)
+    return reaped
+
+
+def _is_vllm(pid: int) -> bool:
+    """Guards against a recycled PID: only a process still running vLLM is killed."""
+    try:
+        return b"vllm" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie has exited; only its parent has not collected it yet.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][0] != "Z"
+    except OSError:
+        return True
+
+
+class ServerPool:
+    """Servers kept warm between stages of one pipeline process, so a model sampled twice starts once.
+
+    A SEFT round samples the policy, revises with the reviser, then evaluates
+    the new policy, which the next round samples again: with two servers
+    kept, four starts serve eight generation stages. ``close`` stops them
+    all; the flow calls it on success, failure and ctrl-C, and an exit hook
+    calls it too.
+    """
+
+    def __init__(self) -> None:
+        self._idle: dict[tuple[ModelToServe, ServerOptions], VLLMServer] = {}
+        self._lock = threading.Lock()
+
+    def acquire(self, model: ModelToServe, options: ServerOptions, keep: int) -> VLLMServer:
+        with self._lock:
+            server = self._idle.pop((model, options), None)
+            if server is not None and server.is_alive():
+                return server
+            # Make room first: an idle server's memory is better spent on the one we need.
+            while self._idle and len(self._idle) >= max(keep, 1):
+                self._idle.pop(next(iter(self._idle))).stop()
+        return VLLMServer(model, options).start()
+
+    def release(self, server: VLLMServer, keep: int) -> None:
+        if keep < 1 or not server.is_alive():
+            server.stop()
+            return
+        with self._lock:
+            self._idle[(server.model, server.options)] = server
+            while len(self._idle) > keep:
+                self._idle.pop(next(iter(self._idle))).stop()
+
+    def close(self) -> None:
+        with self._lock:
+            servers, self._idle = list(self._idle.values()), {}
+        for server in servers:
+            server.stop()
+
+
+POOL = ServerPool()
+atexit.register(POOL.close)
