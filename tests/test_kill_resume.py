@@ -12,18 +12,21 @@ from pathlib import Path
 
 import psutil
 import pytest
+from mlflow.tracking import MlflowClient
 
 from pipeline_lib.config import config_hash, load_recipe
+from pipeline_lib.sampling.environment import vllm_python
 from pipeline_lib.store import read_manifest
+from pipeline_lib.tracking import default_tracking_uri
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = str(REPO / "configs" / "evaluate-tiny.yaml")
 SCRIPT = str(Path(sys.executable).with_name("alignflow"))
 
 
-def _settings(n_eval: int) -> list[str]:
+def _settings(n_eval: int, backend: str = "hf") -> list[str]:
     # Enough prompts for several 64-prompt shards, so an interrupt lands between them.
-    return [f"suite.n_eval={n_eval}", "eval.max_new_tokens=40"]
+    return [f"suite.n_eval={n_eval}", "eval.max_new_tokens=40", f"sampler.backend={backend}"]
 
 
 def _start(settings: list[str], log: Path) -> subprocess.Popen:
@@ -53,18 +56,38 @@ def _stop_leftovers(processes: list[psutil.Process]) -> list[psutil.Process]:
     return alive
 
 
-@pytest.mark.parametrize(
-    "how, n_eval",
-    [("ctrl-c", 320), ("sigkill", 384)],
+def _vllm_processes(home: Path) -> list[psutil.Process]:
+    """vLLM servers serving a model from this test session's home (never anyone else's)."""
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(process.info["cmdline"] or [])
+        if "vllm" in cmdline and str(home) in cmdline:
+            found.append(process)
+    return found
+
+
+def _parent_run_id(stdout: str) -> str:
+    return next(line.split()[2] for line in stdout.splitlines() if line.startswith("mlflow:"))
+
+
+VLLM = pytest.param(
+    "sigkill", 384, "vllm", marks=pytest.mark.skipif(vllm_python() is None, reason="no vLLM environment: make setup-vllm")
 )
-def test_interrupt_during_sampling_leaves_no_process_and_resumes_from_shards(how, n_eval, alignflow_home, tmp_path):
-    settings = _settings(n_eval)
+
+
+@pytest.mark.parametrize("how, n_eval, backend", [("ctrl-c", 320, "hf"), ("sigkill", 384, "hf"), VLLM])
+def test_interrupt_during_sampling_leaves_no_process_and_resumes_from_shards(
+    how, n_eval, backend, alignflow_home, tmp_path
+):
+    settings = _settings(n_eval, backend)
     log = tmp_path / "run.log"
     run = _start(settings, log)
     try:
         partial = _wait_for_first_shard(run, alignflow_home, log)
         children = psutil.Process(run.pid).children(recursive=True)
         assert children, "the run should have started its private Prefect API"
+        if backend == "vllm":
+            assert _vllm_processes(alignflow_home), "the run should be sampling through its vLLM server"
         if how == "ctrl-c":
             os.killpg(run.pid, signal.SIGINT)  # what a terminal sends to the foreground group
             assert run.wait(timeout=120) == 130
@@ -94,3 +117,9 @@ def test_interrupt_during_sampling_leaves_no_process_and_resumes_from_shards(how
     stage_root = partial.parent
     assert not list(stage_root.glob(".*.tmp-*")), "the killed writer's temporary folder is swept"
     assert (run_dir / "round-0" / "eval-scores").is_dir()
+    assert sampling["backend"] == backend
+    if backend == "vllm":
+        assert "sampler backend: vllm (sampler.backend=vllm" in rerun.stderr
+        assert not _vllm_processes(alignflow_home), "no vLLM server outlives the rerun"
+        tags = MlflowClient(tracking_uri=default_tracking_uri()).get_run(_parent_run_id(rerun.stdout)).data.tags
+        assert tags["alignflow.sampler_backend"] == "vllm"

