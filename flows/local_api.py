@@ -21,7 +21,7 @@ from prefect.events.worker import EventsWorker
 from prefect.logging.handlers import APILogWorker
 from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
 
-from pipeline_lib.servers import HOST, die_with_parent, free_port, stop_group, wait_healthy
+from pipeline_lib.servers import HOST, free_port, spawn_tied, stop_group, wait_healthy
 from pipeline_lib.home import prefect_home
 
 START_ATTEMPTS = 3
@@ -50,14 +50,7 @@ def _start(timeout: float) -> tuple[subprocess.Popen, str]:
         with open(_log_file(), "a") as log:
             # Its own session: a terminal's ctrl-C reaches the flow, which then
             # still has a live API to record the cancelled run in.
-            server = subprocess.Popen(
-                command,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=die_with_parent(os.getpid()),
-            )
+            server = spawn_tied(command, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             if wait_healthy(f"{url}/health", server, timeout):
                 return server, url

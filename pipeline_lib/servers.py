@@ -15,6 +15,7 @@ import socket
 import subprocess
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 HOST = "127.0.0.1"
 _PR_SET_PDEATHSIG = 1
@@ -47,6 +48,20 @@ def die_with_parent(parent: int):
             os._exit(1)
 
     return setup
+
+
+# Linux delivers the parent-death signal when the *thread* that forked the
+# child exits, not the process. Servers kept across stages would die with the
+# stage's worker thread, so they are forked from this one long-lived thread.
+_launcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="server-launcher")
+
+
+def spawn_tied(command: list[str], **popen_options) -> subprocess.Popen:
+    """Start ``command`` in its own session, SIGTERMed by the kernel when this process dies."""
+    parent = os.getpid()
+    return _launcher.submit(
+        subprocess.Popen, command, start_new_session=True, preexec_fn=die_with_parent(parent), **popen_options
+    ).result()
 
 
 def wait_healthy(url: str, process: subprocess.Popen, timeout: float) -> bool:

@@ -7,6 +7,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import anyio
+import psutil
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
@@ -44,3 +45,13 @@ def run_with_failure(recipe: str, settings: list[str], stage: str, timeout: int)
         timeout=timeout,
         env={**os.environ, "ALIGNFLOW_FAIL_STAGE": stage},
     )
+
+
+def stray_vllm_servers(home: Path) -> list[psutil.Process]:
+    """vLLM servers serving a model from ``home`` that this test process did not start itself."""
+    found = []
+    for process in psutil.process_iter(["cmdline", "ppid"]):
+        cmdline = " ".join(process.info["cmdline"] or [])
+        if "vllm" in cmdline and str(home) in cmdline and process.info["ppid"] != os.getpid():
+            found.append(process)
+    return found

@@ -88,6 +88,13 @@ def test_hash_tracks_outputs_not_tracking(recipe_file):
     assert config_hash(base) != config_hash(load_recipe(recipe_file, ["train.lr=3e-5"]))
     # Where metrics go cannot change what is computed.
     assert config_hash(base) == config_hash(load_recipe(recipe_file, ["tracking.experiment=other"]))
+    # Nor can how a vLLM server is started, or which running one is used.
+    for neutral in ("sampler.vllm.kv_cache_gib=4", "sampler.vllm.keep_warm=0"):
+        assert config_hash(base) == config_hash(load_recipe(recipe_file, [neutral])), neutral
+    auto = load_recipe(recipe_file, ["sampler.backend=auto"])
+    served = load_recipe(recipe_file, ["sampler.backend=auto", "sampler.base_url=http://127.0.0.1:8000"])
+    assert config_hash(auto) == config_hash(served)
+    assert config_hash(base) != config_hash(load_recipe(recipe_file, ["sampler.backend=vllm"]))
     assert base.suite.for_split("eval") == load_recipe(recipe_file, ["suite.n_train=9"]).suite.for_split("eval")
     assert base.suite.for_split("train") != load_recipe(recipe_file, ["suite.n_train=9"]).suite.for_split("train")
 

@@ -14,6 +14,7 @@ import psutil
 import pytest
 from mlflow.tracking import MlflowClient
 
+from flow_runs import stray_vllm_servers
 from pipeline_lib.config import config_hash, load_recipe
 from pipeline_lib.sampling.environment import vllm_python
 from pipeline_lib.store import read_manifest
@@ -56,16 +57,6 @@ def _stop_leftovers(processes: list[psutil.Process]) -> list[psutil.Process]:
     return alive
 
 
-def _vllm_processes(home: Path) -> list[psutil.Process]:
-    """vLLM servers serving a model from this test session's home (never anyone else's)."""
-    found = []
-    for process in psutil.process_iter(["cmdline"]):
-        cmdline = " ".join(process.info["cmdline"] or [])
-        if "vllm" in cmdline and str(home) in cmdline:
-            found.append(process)
-    return found
-
-
 def _parent_run_id(stdout: str) -> str:
     return next(line.split()[2] for line in stdout.splitlines() if line.startswith("mlflow:"))
 
@@ -87,7 +78,7 @@ def test_interrupt_during_sampling_leaves_no_process_and_resumes_from_shards(
         children = psutil.Process(run.pid).children(recursive=True)
         assert children, "the run should have started its private Prefect API"
         if backend == "vllm":
-            assert _vllm_processes(alignflow_home), "the run should be sampling through its vLLM server"
+            assert stray_vllm_servers(alignflow_home), "the run should be sampling through its vLLM server"
         if how == "ctrl-c":
             os.killpg(run.pid, signal.SIGINT)  # what a terminal sends to the foreground group
             assert run.wait(timeout=120) == 130
@@ -120,6 +111,6 @@ def test_interrupt_during_sampling_leaves_no_process_and_resumes_from_shards(
     assert sampling["backend"] == backend
     if backend == "vllm":
         assert "sampler backend: vllm (sampler.backend=vllm" in rerun.stderr
-        assert not _vllm_processes(alignflow_home), "no vLLM server outlives the rerun"
+        assert not stray_vllm_servers(alignflow_home), "no vLLM server outlives the rerun"
         tags = MlflowClient(tracking_uri=default_tracking_uri()).get_run(_parent_run_id(rerun.stdout)).data.tags
         assert tags["alignflow.sampler_backend"] == "vllm"

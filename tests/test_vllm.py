@@ -26,6 +26,7 @@ from pipeline_lib.sampling import SAMPLES_SCHEMA, SamplingParams, make_sampler, 
 from pipeline_lib.sampling.environment import vllm_python
 from pipeline_lib.sampling.hf import HFSampler
 from pipeline_lib.sampling.vllm_client import VLLMSampler
+from flow_runs import run_with_failure, stray_vllm_servers
 from pipeline_lib.sampling.vllm_server import ModelToServe, ServerError, ServerOptions, reap_orphans
 
 pytestmark = pytest.mark.skipif(
@@ -138,18 +139,16 @@ def test_a_port_in_use_is_named(tiny_model):
             VLLMSampler(tiny_model, ServerOptions(port=port))
 
 
-def test_a_dead_server_is_restarted_and_the_work_retried(tiny_model, prompts, capfd):
-    with VLLMSampler(tiny_model, ServerOptions(), batch_size=4, progress=False) as sampler:
-        first = sampler.generate(prompts, GREEDY)
-        old = _pid(sampler)
-        os.killpg(old, signal.SIGKILL)
-        psutil.Process(old).wait(timeout=30)
-        again = sampler.generate(prompts, GREEDY)
-        assert again == first
-        assert _pid(sampler) != old
-        assert "restarting it and retrying the shard" in capfd.readouterr().err
-        server = sampler.server
-    assert not server.is_alive(), "a sampler made without keep_warm stops its server on close"
+def test_a_dead_server_is_restarted_and_the_work_retried(vllm, prompts, capfd):
+    first = vllm.generate(prompts, GREEDY)
+    old = _pid(vllm)
+    os.killpg(old, signal.SIGKILL)
+    psutil.Process(old).wait(timeout=30)
+    assert vllm.generate(prompts, GREEDY) == first
+    assert _pid(vllm) != old and vllm.server.is_alive()
+    err = capfd.readouterr().err
+    assert f"the vLLM server for {vllm.server.model.base} exited with code -9" in err
+    assert "restarting it and retrying the shard" in err
 
 
 def test_failure_inside_a_stage_leaves_no_server_once_the_run_ends(tiny_model, prompts):
@@ -224,3 +223,36 @@ def test_a_server_that_cannot_start_says_why(tiny_model):
     with pytest.raises(ServerError, match=r"did not start; log .*server.log"):
         VLLMSampler(tiny_model, options)
     assert time.monotonic() - started < 120
+
+
+def test_a_failed_run_leaves_no_server_behind(alignflow_home):
+    """The flow fails after its vLLM-backed sampling stage; the run's servers end with it."""
+    recipe = str(Path(__file__).resolve().parents[1] / "configs" / "evaluate-tiny.yaml")
+    failed = run_with_failure(recipe, ["sampler.backend=vllm", "suite.seed=7"], "score", timeout=600)
+    assert failed.returncode != 0
+    assert "vllm: serving" in failed.stderr, failed.stderr[-3000:]
+    assert "Traceback" not in failed.stderr
+    leftovers = stray_vllm_servers(alignflow_home)
+    assert not leftovers, f"left running: {[p.pid for p in leftovers]}"
+
+
+def test_seft_runs_every_generation_stage_on_vllm_with_warm_servers(capsys, alignflow_home):
+    """The tiny SEFT recipe end to end on vLLM: policy samples, reviser outputs and evaluations alike."""
+    from flow_runs import run_recipe
+    from pipeline_lib.config import config_hash, load_recipe
+    from pipeline_lib.sampling.vllm_server import POOL
+    from pipeline_lib.store import read_manifest
+
+    recipe_path = str(Path(__file__).resolve().parents[1] / "configs" / "seft-tiny.yaml")
+    settings = ["sampler.backend=vllm"]
+    out, states = run_recipe(capsys, recipe_path, *settings)
+    assert len(states["revise"]) == 2 and len(states["generate-answers"]) == 3
+    recipe = load_recipe(recipe_path, settings)
+    run_dir = alignflow_home / "runs" / f"{recipe.name}-{config_hash(recipe)[:10]}"
+    generation = [("round-0", "eval-answers"), ("shared", "reviser-source-samples"), ("round-1", "policy-samples")]
+    generation += [(f"round-{k}", link) for k in (1, 2) for link in ("revisions", "eval-answers")]
+    stats = [read_manifest(run_dir / group / link)["sampling"] for group, link in generation]
+    assert {s["backend"] for s in stats} == {"vllm"}
+    # The base model serves round 0, the reviser's source samples and round 1's samples: started once.
+    assert sum(s["startup_seconds"] < 1.0 for s in stats) >= 2
+    assert not POOL._idle, "the flow stops its warm servers when it ends"

@@ -119,6 +119,19 @@ def derive_seed(seed: int, *parts: object) -> int:
 Message = Mapping[str, str]
 
 
+def encode_prompts(tokenizer: Any, prompts: list[str]) -> list[list[int]]:
+    """Token ids of rendered prompts, as every backend feeds them to its model.
+
+    Rendered prompts already hold every special token their template wants,
+    so the tokenizer adds none.
+    """
+    encoded = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+    empty = [i for i, ids in enumerate(encoded) if not ids]
+    if empty:
+        raise ValueError(f"prompts {empty[:5]} are empty; every prompt needs at least one token")
+    return encoded
+
+
 def render_chat(tokenizer: Any, messages_or_prompt: str | Sequence[Message], add_generation_prompt: bool = True) -> str:
     """Apply the tokenizer's chat template; a plain string becomes a single user message."""
     if isinstance(messages_or_prompt, str):

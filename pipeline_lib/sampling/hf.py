@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from transformers import GenerationConfig, PreTrainedModel
 
 from pipeline_lib.models import load_causal_lm, load_tokenizer
-from pipeline_lib.sampling.base import FinishReason, Sample, Sampler, SamplingParams, derive_seed
+from pipeline_lib.sampling.base import FinishReason, Sample, Sampler, SamplingParams, derive_seed, encode_prompts
 from pipeline_lib.sampling.stops import first_stop, stop_token_ids
 
 
@@ -51,11 +51,7 @@ class HFSampler(Sampler):
             raise RuntimeError("this HFSampler is closed")
         if not prompts:
             return []
-        # Rendered prompts already hold every special token their template wants.
-        encoded = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
-        empty = [i for i, ids in enumerate(encoded) if not ids]
-        if empty:
-            raise ValueError(f"prompts {empty[:5]} are empty; every prompt needs at least one token")
+        encoded = encode_prompts(self.tokenizer, prompts)
         # Greedy samples of one prompt are identical: generate one and copy it.
         copies = 1 if params.greedy else params.n
         rows = [(p, s) for p in range(len(prompts)) for s in range(copies)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,5 +27,8 @@ def sample_chat(
     """Render each prompt with the model's chat template and sample it; returns the sampling stats."""
     tokenizer = load_tokenizer(model_path)
     rendered = [render_chat(tokenizer, prompt) for prompt in prompts]
+    started = time.perf_counter()
     with make_sampler(sampler_config, model_path, dtype=dtype, batch_size=batch_size) as sampler:
-        return sample_to_parquet(sampler, prompt_ids, rendered, params, out_file, shard_dir)
+        # Loading the model or starting (or reusing) a server: what this stage paid before its first token.
+        ready = time.perf_counter() - started
+        return {**sample_to_parquet(sampler, prompt_ids, rendered, params, out_file, shard_dir), "startup_seconds": round(ready, 2)}

@@ -23,9 +23,17 @@ from tqdm.auto import tqdm
 
 from pipeline_lib.errors import UserError
 from pipeline_lib.models import load_tokenizer
-from pipeline_lib.sampling.base import Sample, Sampler, SamplingParams, derive_seed
+from pipeline_lib.sampling.base import Sample, Sampler, SamplingParams, derive_seed, encode_prompts
 from pipeline_lib.sampling.stops import configured_eos, stop_token_ids
-from pipeline_lib.sampling.vllm_server import POOL, SERVED_NAME, ModelToServe, ServerError, ServerOptions, has_cuda
+from pipeline_lib.sampling.vllm_server import (
+    POOL,
+    SERVED_NAME,
+    ModelToServe,
+    ServerError,
+    ServerOptions,
+    VLLMServer,
+    has_cuda,
+)
 
 EXTERNAL_RETRIES = 3
 REQUEST_TIMEOUT_S = 900.0
@@ -49,15 +57,14 @@ class VLLMSampler(Sampler):
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.model_id = str(model_path)
-        self.batch_size = batch_size
-        self.progress = progress
         served = ModelToServe.from_folder(Path(model_path))
+        self.model_id, self.batch_size, self.progress = str(model_path), batch_size, progress
         self.keep_warm = keep_warm
         self.server: VLLMServer | None = None
         # The CPU engine dies on per-request seeds ("CPU Generator does not use
         # offset"); there the server's --seed is all the seeding there is.
         self.seed_requests = False
+        self.startup_seconds = 0.0
         if base_url:
             self.url = base_url.rstrip("/").removesuffix("/v1")
             self.model_name = self._served_model(served)
@@ -78,10 +85,7 @@ class VLLMSampler(Sampler):
     def generate(self, prompts: list[str], params: SamplingParams) -> list[Sample]:
         if not prompts:
             return []
-        encoded = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
-        empty = [i for i, ids in enumerate(encoded) if not ids]
-        if empty:
-            raise ValueError(f"prompts {empty[:5]} are empty; every prompt needs at least one token")
+        encoded = encode_prompts(self.tokenizer, prompts)
         attempts = 2 if self.server is not None else EXTERNAL_RETRIES
         for attempt in range(1, attempts + 1):
             try:

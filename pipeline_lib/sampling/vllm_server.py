@@ -23,7 +23,7 @@ from pathlib import Path
 from pipeline_lib.errors import UserError
 from pipeline_lib.home import vllm_dir
 from pipeline_lib.sampling.environment import vllm_python
-from pipeline_lib.servers import HOST, die_with_parent, free_port, port_in_use, stop_group, wait_healthy
+from pipeline_lib.servers import HOST, free_port, port_in_use, spawn_tied, stop_group, wait_healthy
 from pipeline_lib.store import atomic_write_text
 
 SERVED_NAME = "alignflow"
@@ -92,7 +92,7 @@ class VLLMServer:
         if explicit is not None and port_in_use(explicit):
             raise UserError(f"sampler.vllm.port: port {explicit} on {HOST} is already in use; pick another or leave it unset")
         started = time.perf_counter()
-        for attempt in range(START_ATTEMPTS):
+        for _ in range(START_ATTEMPTS):
             port = explicit or free_port()
             if self._try_start(port):
                 self.startup_seconds = time.perf_counter() - started
@@ -126,14 +126,12 @@ class VLLMServer:
         self.log_file = instance / "server.log"
         self.url = f"http://{HOST}:{port}"
         with open(self.log_file, "w") as log:
-            self.process = subprocess.Popen(
+            self.process = spawn_tied(
                 self._command(port),
                 env=self._environment(instance, scratch),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                preexec_fn=die_with_parent(os.getpid()),
             )
         _write_record(self.process.pid, port, self.model.base)
         try:
