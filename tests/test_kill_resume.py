@@ -32,9 +32,15 @@ def _settings(n_eval: int, backend: str = "hf") -> list[str]:
 
 def _start(settings: list[str], log: Path) -> subprocess.Popen:
     with open(log, "w") as out:
-        # Its own process group, as a command started from a terminal has.
+        # Its own process group, as a command started from a terminal has, and
+        # SIGINT handled as in a terminal even when pytest itself was started
+        # in the background, where shells leave SIGINT ignored for children.
         return subprocess.Popen(
-            [SCRIPT, "run", RECIPE, *settings], stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            [SCRIPT, "run", RECIPE, *settings],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
 
 

@@ -105,10 +105,8 @@ class VLLMSampler(Sampler):
         # Greedy samples of one prompt are identical: ask for one and copy it.
         n = 1 if params.greedy else params.n
         results: list[list[Sample]] = [[] for _ in encoded]
-        with (
-            ThreadPoolExecutor(max_workers=self.batch_size) as pool,
-            tqdm(total=len(encoded) * n, unit="seq", desc="sampling (vllm)", disable=not self.progress) as bar,
-        ):
+        pool = ThreadPoolExecutor(max_workers=self.batch_size)
+        with tqdm(total=len(encoded) * n, unit="seq", desc="sampling (vllm)", disable=not self.progress) as bar:
             futures = {
                 pool.submit(self._complete, ids, params, n, derive_seed(params.seed, "prompt", index) % 2**31): index
                 for index, ids in enumerate(encoded)
@@ -117,10 +115,10 @@ class VLLMSampler(Sampler):
                 for future, index in futures.items():
                     results[index] = [replace(s, prompt_index=index) for s in future.result()]
                     bar.update(n)
-            except BaseException:
-                for future in futures:
-                    future.cancel()
-                raise
+            finally:
+                # On ctrl-C or a failed request, queued requests are dropped, not
+                # waited for; requests in flight end with the server.
+                pool.shutdown(wait=False, cancel_futures=True)
         return [
             replace(results[p][0 if params.greedy else s], sample_index=s)
             for p in range(len(encoded))
