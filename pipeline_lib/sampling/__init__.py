@@ -59,18 +59,11 @@ def make_sampler(
         from pipeline_lib.sampling.vllm_client import VLLMSampler
         from pipeline_lib.sampling.vllm_server import ServerOptions
 
-        v = config.vllm
-        options = ServerOptions(
-            dtype=dtype,
-            seed=config.seed,
-            port=v.port,
-            startup_timeout_s=v.startup_timeout_s,
-            kv_cache_gib=v.kv_cache_gib,
-            max_model_len=v.max_model_len,
-            enforce_eager=v.enforce_eager,
-            extra_args=tuple(v.extra_args),
+        server_settings = config.vllm.model_dump(exclude={"keep_warm", "extra_args"})
+        options = ServerOptions(dtype=dtype, seed=config.seed, extra_args=tuple(config.vllm.extra_args), **server_settings)
+        return VLLMSampler(
+            model_path, options, batch_size=batch_size, base_url=config.base_url, keep_warm=config.vllm.keep_warm
         )
-        return VLLMSampler(model_path, options, batch_size=batch_size, base_url=config.base_url, keep_warm=v.keep_warm)
     from pipeline_lib.sampling.hf import HFSampler
 
     return HFSampler(model_path, dtype=dtype, batch_size=batch_size)

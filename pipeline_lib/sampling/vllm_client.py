@@ -64,18 +64,17 @@ class VLLMSampler(Sampler):
         # The CPU engine dies on per-request seeds ("CPU Generator does not use
         # offset"); there the server's --seed is all the seeding there is.
         self.seed_requests = False
-        self.startup_seconds = 0.0
         if base_url:
             self.url = base_url.rstrip("/").removesuffix("/v1")
             self.model_name = self._served_model(served)
         else:
             started = time.perf_counter()
             self.server = POOL.acquire(served, options, keep_warm)
-            self.startup_seconds = time.perf_counter() - started
+            waited = time.perf_counter() - started
             self.url = self.server.url
             self.model_name = f"{SERVED_NAME}-adapter" if served.adapter else SERVED_NAME
             self.seed_requests = has_cuda()
-            how = f"started in {self.startup_seconds:.1f} s" if self.startup_seconds > 1 else "kept warm"
+            how = f"started in {waited:.1f} s" if waited > 1 else "kept warm"
             print(f"vllm: serving {model_path} at {self.url} ({how})", file=sys.stderr)
         # An adapter folder may hold only the adapter; its tokenizer is the base model's.
         with_tokenizer = served.adapter if served.adapter and (served.adapter / "tokenizer_config.json").is_file() else served.base

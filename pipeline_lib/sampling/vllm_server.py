@@ -84,18 +84,15 @@ class VLLMServer:
         self.process: subprocess.Popen | None = None
         self.url = ""
         self.log_file: Path | None = None
-        self.startup_seconds = 0.0
 
     def start(self) -> VLLMServer:
         reap_orphans()
         explicit = self.options.port
         if explicit is not None and port_in_use(explicit):
             raise UserError(f"sampler.vllm.port: port {explicit} on {HOST} is already in use; pick another or leave it unset")
-        started = time.perf_counter()
         for _ in range(START_ATTEMPTS):
             port = explicit or free_port()
             if self._try_start(port):
-                self.startup_seconds = time.perf_counter() - started
                 return self
             # Another process may have taken a free port between our probe and
             # vLLM's bind; only then is a new port worth a try.
