@@ -1,5 +1,6 @@
-"""Fine-tuning on TRL / transformers Trainer: SFT (full or LoRA, merged), loss on completions only."""
+"""Fine-tuning on TRL / transformers Trainer: SFT, DPO, SPIN, IFT and FIGA, with AdamW or the online merging
+optimizers; full or LoRA (merged), loss on completions only."""
 
-from pipeline_lib.training.sft import train_sft
+from pipeline_lib.training.objectives import train_model, train_sft
 
-__all__ = ["train_sft"]
+__all__ = ["train_model", "train_sft"]

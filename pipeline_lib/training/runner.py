@@ -10,8 +10,9 @@ optimizer comes from the recipe, through ``optimizers.optimizer_spec``.
 from __future__ import annotations
 
 import tempfile
+import time
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,9 +44,12 @@ class Objective:
     """A training objective: its trainer class, that trainer's arguments class, and argument values of its own."""
 
     name: str
-    trainer_cls: type[Trainer]
+    trainer_cls: Callable[..., Trainer]
     args_cls: type[TrainingArguments]
     args: Mapping[str, Any] = field(default_factory=dict)
+    collator: Callable | None = None  # None: the trainer's own
+    # Runs on the loaded model before training (e.g. the reference log-probabilities).
+    prepare: Callable[[PreTrainedModel, Dataset, Any], Dataset] | None = None
 
 
 @no_transformers_bars()
@@ -62,30 +66,40 @@ def fine_tune(
     work_dir: str | Path | None,
     progress: bool,
     callbacks: Sequence[TrainerCallback] = (),
+    tokens_per_epoch: int | None = None,
 ) -> dict[str, Any]:
     """Train ``model_path`` on a ``dataset`` made with its ``tokenizer``; save it (merged, if LoRA) to ``out_dir``.
 
     ``out_dir`` appears (or is replaced) in one rename once the model is fully
     written; an existing empty ``out_dir`` is filled in place (see ``_save``).
+    ``train.max_tokens`` sets the epochs to the budget over ``tokens_per_epoch``.
     Returns the run's metrics; the caller adds what it knows about the data.
     """
     # numpy (seeded by the Trainer) takes only 32-bit seeds; callers may pass any derived int.
     seed %= 2**31
-    optimizer = optimizer_spec(config)
+    epochs = config.epochs
+    if config.max_tokens is not None and tokens_per_epoch:
+        epochs = config.max_tokens / tokens_per_epoch
     model = load_causal_lm(model_path, dtype)
     align_pad_id(model, tokenizer)
+    if objective.prepare is not None:
+        dataset = objective.prepare(model, dataset, objective.collator)
     if config.mode == "lora":
         model = _with_lora(model, config.lora, seed)
+    optimizer = optimizer_spec(config, model, seed)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    timer = OptimizerTimer()
 
     with _scratch(work_dir) as scratch:
+        arguments = {**_common_arguments(config, seed, scratch), "num_train_epochs": epochs, **objective.args}
         trainer = objective.trainer_cls(
             model=model,
-            args=objective.args_cls(**{**_common_arguments(config, seed, scratch), **objective.args}),
+            args=objective.args_cls(**arguments),
             train_dataset=dataset,
             processing_class=tokenizer,
             optimizer_cls_and_kwargs=optimizer,
-            callbacks=list(callbacks),
+            callbacks=[*callbacks, timer],
+            **({"data_collator": objective.collator} if objective.collator is not None else {}),
         )
         use_loss_bar(trainer, objective.name, progress)
         output = trainer.train()
@@ -107,12 +121,31 @@ def fine_tune(
         "final_loss": history[-1]["loss"] if history else None,
         "loss_history": history,
         "steps": trainer.state.global_step,
-        "epochs": config.epochs,
+        "epochs": round(epochs, 4),
+        "optimizer": config.optimizer,
+        "optimizer_step_ms": timer.mean_ms(),
         "runtime_s": round(runtime, 3),
-        "seconds_per_epoch": round(runtime / config.epochs, 3),
+        "seconds_per_epoch": round(runtime / epochs, 3),
         "trained_tokens": seen,
         "tokens_per_s": round(seen / runtime, 1) if runtime > 0 else None,
     }
+
+
+class OptimizerTimer(TrainerCallback):
+    """Wall time of each optimizer step, so the merging optimizers' extra cost over AdamW is on record."""
+
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+        self._started = 0.0
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs) -> None:
+        self._started = time.perf_counter()
+
+    def on_optimizer_step(self, args, state, control, **kwargs) -> None:
+        self.seconds.append(time.perf_counter() - self._started)
+
+    def mean_ms(self) -> float | None:
+        return round(1000 * sum(self.seconds) / len(self.seconds), 3) if self.seconds else None
 
 
 def _common_arguments(config: TrainConfig, seed: int, scratch: Path) -> dict[str, Any]:

@@ -1,0 +1,192 @@
+"""Online merging optimizers, OnDARE and OnTIES (METHODS.md §5; Lu et al., 2024).
+
+Each step computes AdamW's update Δ the way the reference code does (HF's
+AdamW: bias corrections folded into the step size, eps added to the
+uncorrected √v, decoupled weight decay applied after the update), then
+merges it with the reference delta τ = θ_sft − θ_base:
+
+- OnDARE: τ̃ = dropout(τ, keep p) clipped to [−clip, clip], drawn once;
+  each step Δ̃ = dropout(Δ, keep p) with a fresh mask; θ ← θ + α·τ̃ + (1−α)·Δ̃.
+- OnTIES: τ̃ = the top-p share of |τ| per tensor, once; each step Δ̃ = the
+  top-p share of |Δ|; the elected sign is sign(τ̃ + Δ̃) (≥ 0 counts as +);
+  entries of either whose sign disagrees are zeroed; θ ← θ + α·τ̃' + (1−α)·Δ̃'.
+
+Where this departs from the reference code, on purpose:
+- α = 0 turns merging off entirely, so p = 1, α = 0 is plain AdamW for both
+  (METHODS.md requires it). The reference code still sign-filters OnTIES's
+  update against τ at α = 0.
+- Merging every K steps applies each in-between step to every parameter;
+  the reference code returns after the first parameter on those steps.
+- Dropout masks come from the optimizer's own seeded generator, and OnTIES
+  takes its top-k with ``torch.topk`` rather than a full ``argsort`` (the
+  same entries but for exact ties in |Δ|, which real-valued updates do not have).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Mapping
+
+import torch
+
+
+class OnlineMergingAdamW(torch.optim.Optimizer):
+    """AdamW whose update is sparsified and merged with τ; ``merge`` is the method's own part.
+
+    ``deltas`` maps ``id(parameter)`` to that parameter's τ (same shape); it is
+    stored, sparsified, on the parameter's device and dtype. ``step_seconds``
+    adds up the time spent in ``step`` (the extra cost over AdamW is reported).
+    """
+
+    def __init__(
+        self,
+        params: Iterable,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        *,
+        deltas: Mapping[int, torch.Tensor],
+        reserve_p: float = 1.0,
+        alpha: float = 0.0,
+        rescale: bool = False,
+        merge_every: int = 1,
+        clip: float = 1.0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay})
+        if not 0 < reserve_p <= 1 or not 0 <= alpha < 1 or merge_every < 1:
+            raise ValueError(f"need 0 < reserve_p <= 1, 0 <= alpha < 1, merge_every >= 1; got {reserve_p}, {alpha}, {merge_every}")
+        self.reserve_p, self.alpha, self.rescale = reserve_p, alpha, rescale
+        self.merge_every, self.clip = merge_every, clip
+        self.step_seconds = 0.0
+        self.generator = torch.Generator().manual_seed(seed)
+        for group in self.param_groups:
+            for p in group["params"]:
+                if id(p) not in deltas:
+                    raise ValueError(f"no reference delta for a parameter of shape {tuple(p.shape)}")
+                tau = deltas[id(p)].detach().to(device=p.device, dtype=p.dtype).clone()
+                if tau.shape != p.shape:
+                    raise ValueError(f"reference delta of shape {tuple(tau.shape)} for a parameter of shape {tuple(p.shape)}")
+                self.state[p]["tau"] = self.sparsify_reference(tau)
+
+    # The two methods differ only in these two.
+    def sparsify_reference(self, tau: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def merge(self, p: torch.Tensor, delta: torch.Tensor, tau: torch.Tensor) -> None:
+        raise NotImplementedError
+
+    def dropout_(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Keep each entry with probability p, scaled by 1/p (``F.dropout`` with a seeded generator)."""
+        if self.reserve_p < 1:
+            keep = torch.rand(tensor.shape, generator=self.generator).to(tensor.device) < self.reserve_p
+            tensor.mul_(keep).div_(self.reserve_p)
+        return tensor
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        started = time.perf_counter()
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if "step" not in state:
+                    state["step"] = 0
+                    state["exp_avg"] = torch.zeros_like(p)
+                    state["exp_avg_sq"] = torch.zeros_like(p)
+                    if self.merge_every > 1:
+                        state["cached"] = torch.zeros_like(p)
+                state["step"] += 1
+                exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+                exp_avg.mul_(beta1).add_(p.grad, alpha=1 - beta1)
+                exp_avg_sq.mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
+                step_size = group["lr"] * math.sqrt(1 - beta2 ** state["step"]) / (1 - beta1 ** state["step"])
+                delta = exp_avg / exp_avg_sq.sqrt().add_(group["eps"]) * -step_size
+
+                if self.merge_every > 1:
+                    cached = state["cached"]
+                    if state["step"] % self.merge_every:
+                        # An in-between step: plain AdamW, remembered so the merge step can redo it merged.
+                        cached.add_(delta)
+                        p.add_(delta)
+                        self._decay(p, group)
+                        continue
+                    p.sub_(cached)
+                    delta.add_(cached)
+                    cached.zero_()
+
+                if self.alpha > 0:
+                    self.merge(p, delta, state["tau"])
+                else:
+                    p.add_(self.sparsify_update(delta))
+                self._decay(p, group)
+        self.step_seconds += time.perf_counter() - started
+        return loss
+
+    def sparsify_update(self, delta: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    @staticmethod
+    def _decay(p: torch.Tensor, group: dict) -> None:
+        if group["weight_decay"] > 0:
+            p.add_(p, alpha=-group["lr"] * group["weight_decay"])
+
+
+class OnDAREAdamW(OnlineMergingAdamW):
+    """OnDARE: random drop-and-rescale of τ (once) and of every update."""
+
+    def sparsify_reference(self, tau: torch.Tensor) -> torch.Tensor:
+        return self.dropout_(tau).clamp_(-self.clip, self.clip)
+
+    def sparsify_update(self, delta: torch.Tensor) -> torch.Tensor:
+        before = delta.abs().sum()
+        self.dropout_(delta)
+        if self.rescale and before >= 1e-8:
+            after = delta.abs().sum()
+            delta.mul_(before / (after + self.defaults["eps"])).clamp_(-self.clip, self.clip)
+        return delta
+
+    def merge(self, p: torch.Tensor, delta: torch.Tensor, tau: torch.Tensor) -> None:
+        p.add_(tau, alpha=self.alpha)
+        p.add_(self.sparsify_update(delta), alpha=1 - self.alpha)
+
+
+class OnTIESAdamW(OnlineMergingAdamW):
+    """OnTIES: top-p magnitude trimming of τ (once) and of every update, then sign election."""
+
+    def sparsify_reference(self, tau: torch.Tensor) -> torch.Tensor:
+        return self.trim_(tau)
+
+    def sparsify_update(self, delta: torch.Tensor) -> torch.Tensor:
+        return self.trim_(delta)
+
+    def trim_(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Keep the int(p·n) entries of largest magnitude (all of them if that is under 1); L1-rescale if asked."""
+        k = int(self.reserve_p * tensor.numel())
+        if self.reserve_p >= 1 or k < 1:
+            return tensor
+        flat = tensor.view(-1)
+        mask = torch.zeros_like(flat, dtype=torch.bool)
+        mask[flat.abs().topk(k, sorted=False).indices] = True
+        before = flat.abs().sum()
+        flat.mul_(mask)
+        if self.rescale and before >= 1e-8:
+            flat.mul_(before / flat.abs().sum())
+        return tensor
+
+    def merge(self, p: torch.Tensor, delta: torch.Tensor, tau: torch.Tensor) -> None:
+        delta = self.trim_(delta)
+        elected = torch.where(tau + delta >= 0, 1.0, -1.0).to(delta.dtype)
+        p.add_(tau * (tau.sign() == elected), alpha=self.alpha)
+        p.add_(delta * (delta.sign() == elected), alpha=1 - self.alpha)
+
+
+OPTIMIZERS = {"ondare": OnDAREAdamW, "onties": OnTIESAdamW}
