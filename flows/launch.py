@@ -14,14 +14,23 @@ from pipeline_lib.errors import UserError
 from pipeline_lib.models import check_reference
 from pipeline_lib.runs import StageForcing
 
-# recipe.method -> the module holding that method's flow (as FLOW) and its STAGES.
-FLOW_MODULES = {"evaluate": "flows.evaluate", "seft": "flows.seft"}
+# recipe.method -> the module holding that method's flow (FLOW, or FLOWS[method]) and its STAGES.
+FLOW_MODULES = {
+    "evaluate": "flows.evaluate",
+    "seft": "flows.seft",
+    **{method: "flows.methods" for method in ("sft", "ift", "dpo", "spin", "figa")},
+}
 
 
 def _flow_module(method: str):
     if method not in FLOW_MODULES:
         raise UserError(f"method {method!r} has no flow yet; available: {', '.join(FLOW_MODULES)}")
     return importlib.import_module(FLOW_MODULES[method])
+
+
+def method_flow(method: str):
+    module = _flow_module(method)
+    return module.FLOWS[method] if hasattr(module, "FLOWS") else module.FLOW
 
 
 _FAILED_WITH_USER_ERROR = re.compile(r"^Finished in state Failed\(.*encountered an exception UserError: ")
@@ -57,7 +66,7 @@ def launch(recipe_path: str, overrides: list[str], from_stage: str | None = None
     _quiet_user_errors_on_console()
     print(f"alignflow: running {recipe.method} recipe {recipe.name!r} ({recipe_path})", file=sys.stderr)
     with local_prefect_api() as private:
-        state = module.FLOW(
+        state = method_flow(recipe.method)(
             recipe=str(Path(recipe_path).resolve()), overrides=list(overrides), from_stage=from_stage, return_state=True
         )
         flow_run_id = state.state_details.flow_run_id

@@ -277,40 +277,94 @@ class TrackingConfig(Section):
     experiment: str = "alignflow"
 
 
+class PromptsConfig(Section):
+    """The suite train items that sft, ift, dpo, spin and figa train on: items ``start`` to ``start + count``."""
+
+    start: int = Field(0, ge=0)
+    count: int | None = Field(None, ge=1, description="null: every item from start to suite.n_train")
+
+    def stop(self, n_train: int) -> int:
+        return n_train if self.count is None else self.start + self.count
+
+
+class SpinConfig(Section):
+    iterations: int = Field(2, ge=1, description="K self-play iterations, each evaluated")
+    last_beta: float | None = Field(None, gt=0.0, description="β of the last iteration (the paper: 5.0); null: train.preference.beta")
+
+
+class FigaSourceConfig(Section):
+    revised_from: Literal["reviser", "reference"] = Field(
+        "reviser", description="reviser: SEFT's reviser revises the policy's samples; reference: the suite's answers"
+    )
+
+
+# Methods whose policy objective is the method itself.
+OBJECTIVE_METHODS = ("sft", "ift", "dpo", "spin", "figa")
+# Which recipe sections each method reads besides the common ones.
+METHOD_SECTIONS = {"seft": ("reviser", "seft"), "spin": ("spin",), "figa": ("figa", "reviser")}
+
+
 class Recipe(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-    method: Literal["evaluate", "seft"] = "evaluate"
+    method: Literal["evaluate", "seft", "sft", "ift", "dpo", "spin", "figa"] = "evaluate"
     seed: int = 0
     model: ModelConfig = Field(default_factory=ModelConfig)
     suite: SuiteConfig = Field(default_factory=SuiteConfig)
     data: DataConfig | None = None
+    prompts: PromptsConfig = Field(default_factory=PromptsConfig)
     sampler: SamplerConfig = Field(default_factory=SamplerConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     reviser: ReviserConfig | None = None
     seft: SeftConfig | None = None
+    spin: SpinConfig | None = None
+    figa: FigaSourceConfig | None = None
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
     @model_validator(mode="before")
     @classmethod
     def _method_defaults(cls, raw: Any) -> Any:
-        if isinstance(raw, dict) and raw.get("method") == "seft":
+        if not isinstance(raw, dict):
+            return raw
+        method = raw.get("method")
+        if method == "seft":
             raw = {"reviser": {}, "seft": {}, **raw}
+        if method == "spin":
+            raw = {"spin": {}, **raw}
+        if method == "figa":
+            raw = {"figa": {}, **raw}
+            if (raw["figa"] or {}).get("revised_from", "reviser") == "reviser":
+                raw = {"reviser": {}, **raw}
+        if method in OBJECTIVE_METHODS:
+            train = dict(raw.get("train") or {})
+            train.setdefault("objective", method)
+            raw = {**raw, "train": train}
         return raw
 
     @model_validator(mode="after")
     def _method_sections(self) -> Recipe:
         """Another method's sections are a mistake, not something to ignore silently."""
+        if self.method in OBJECTIVE_METHODS and self.train.objective != self.method:
+            raise ValueError(f"method {self.method!r} trains with objective {self.method!r}, not train.objective {self.train.objective!r}")
+        if self.method == "seft" and self.train.objective not in ("sft", "ift"):
+            raise ValueError(f"SEFT fine-tunes on revised targets with objective 'sft' or 'ift', not {self.train.objective!r}")
+        allowed = METHOD_SECTIONS.get(self.method, ())
+        for section in ("reviser", "seft", "spin", "figa"):
+            if getattr(self, section) is not None and section not in allowed:
+                users = [m for m, sections in METHOD_SECTIONS.items() if section in sections]
+                raise ValueError(f"section '{section}' is only used by method {' or '.join(map(repr, users))}, not {self.method!r}")
+        if self.method == "figa" and self.figa.revised_from == "reference" and self.reviser is not None:
+            raise ValueError("section 'reviser' is only used by figa with figa.revised_from 'reviser'")
         if self.method == "seft":
             assert self.reviser is not None and self.seft is not None
             needed = self.reviser.n_prompts + self.seft.pool_end(self.seft.rounds)
             if self.suite.n_train < needed:
                 what = "seft.pool_prompts × seft.rounds" if self.seft.fresh_prompts else "seft.pool_prompts"
                 raise ValueError(f"suite.n_train ({self.suite.n_train}) must cover reviser.n_prompts + {what} ({needed})")
-        else:
-            for section in ("reviser", "seft"):
-                if getattr(self, section) is not None:
-                    raise ValueError(f"section '{section}' is only used by method 'seft', not {self.method!r}")
+        if self.method in OBJECTIVE_METHODS and self.prompts.stop(self.suite.n_train) > self.suite.n_train:
+            raise ValueError(f"prompts.start + prompts.count ({self.prompts.stop(self.suite.n_train)}) exceeds suite.n_train ({self.suite.n_train})")
+        if self.method in OBJECTIVE_METHODS and self.prompts.start >= self.suite.n_train:
+            raise ValueError(f"prompts.start ({self.prompts.start}) must be below suite.n_train ({self.suite.n_train})")
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Fine-tuning stages: the reviser's two phases and each round's policy update share one body."""
+"""Fine-tuning stages: the reviser's two phases and every method's policy updates share one body."""
 
 import json
 from pathlib import Path
@@ -16,8 +16,8 @@ from pipeline_lib.seft.report import TRAIN_METRICS_FILE
 def train_model(
     out_dir: str, key: str, force: bool, model_path: str, rows_file: str, train: TrainConfig, seed: int, dtype: str
 ) -> str:
-    """Fine-tune ``model_path`` on the chat rows in ``rows_file``; the output folder is the new model."""
-    from pipeline_lib.training import train_sft  # torch and TRL load only when a model is trained
+    """Fine-tune ``model_path`` on the rows in ``rows_file`` with ``train.objective``; the output folder is the new model."""
+    from pipeline_lib.training import train_model as fine_tune_rows  # torch and TRL load only when a model is trained
 
     out = Path(out_dir)
     # The trainer's scratch, beside the output; removed once the model is in place.
@@ -25,7 +25,7 @@ def train_model(
 
     def build(tmp: Path) -> dict:
         rows = pq.read_table(rows_file).to_pylist()
-        metrics = train_sft(model_path, rows, tmp, train, seed=seed, dtype=dtype, work_dir=work)
+        metrics = fine_tune_rows(model_path, rows, tmp, train, seed=seed, dtype=dtype, work_dir=work)
         (tmp / TRAIN_METRICS_FILE).write_text(json.dumps(metrics, indent=2))
         return {"train": {k: v for k, v in metrics.items() if k != "loss_history"}}
 
