@@ -46,6 +46,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. train.lr=1e-5")
     run.add_argument("--from-stage", metavar="NAME", help="recompute this stage and every stage after it")
 
+    compare = _command(
+        commands, "compare-methods", "run every method of a comparison recipe and log one leaderboard", _compare
+    )
+    compare.add_argument("recipe", help="path to a comparison recipe, e.g. configs/compare.yaml")
+    compare.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+
     check = _command(commands, "check", "validate a recipe and print it resolved, without running it", _check)
     check.add_argument("recipe")
     check.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
@@ -81,6 +87,12 @@ def _run(args) -> int:
     from flows.launch import launch
 
     return launch(args.recipe, args.overrides, from_stage=args.from_stage)
+
+
+def _compare(args) -> int:
+    from flows.launch import launch
+
+    return launch(args.recipe, args.overrides, method="compare")
 
 
 def _check(args) -> int:

@@ -18,6 +18,7 @@ from pipeline_lib.runs import StageForcing
 FLOW_MODULES = {
     "evaluate": "flows.evaluate",
     "seft": "flows.seft",
+    "compare": "flows.compare",
     **{method: "flows.methods" for method in ("sft", "ift", "dpo", "spin", "figa")},
 }
 
@@ -57,9 +58,11 @@ def _quiet_user_errors_on_console() -> None:
             handler.addFilter(_UserErrorsInOneLine())
 
 
-def launch(recipe_path: str, overrides: list[str], from_stage: str | None = None) -> int:
+def launch(recipe_path: str, overrides: list[str], from_stage: str | None = None, method: str | None = None) -> int:
     # Validate before Prefect starts, so a typo costs a second, not a server start.
     recipe = load_recipe(recipe_path, overrides)
+    if method is not None and recipe.method != method:
+        raise UserError(f"{recipe_path}: method is {recipe.method!r}; this command runs {method!r} recipes")
     module = _flow_module(recipe.method)
     StageForcing(module.STAGES, from_stage)
     check_reference(recipe.model.ref)
@@ -94,6 +97,18 @@ ROUND_COLUMNS = [
 
 
 def print_report(result: dict, flow_run_id, prefect_location: str) -> None:
+    if "leaderboard" in result:
+        print("\n" + result["leaderboard_markdown"])
+    else:
+        print_rounds(result)
+    print(f"\nrun folder:  {result['run_dir']}")
+    if result.get("final_model"):
+        print(f"final model: {result['final_model']}")
+    print(f"prefect:     flow run {flow_run_id} — {prefect_location}")
+    print(f"mlflow:      run {result['mlflow_run_id']} — {_mlflow_location(result['mlflow_run_id'])}")
+
+
+def print_rounds(result: dict) -> None:
     from pipeline_lib.evaluation import family_table, read_metrics
 
     rounds = result["rounds"]
@@ -107,11 +122,6 @@ def print_report(result: dict, flow_run_id, prefect_location: str) -> None:
         )
     last_scores = Path(result["run_dir"]) / f"round-{max(rounds)}" / "eval-scores"
     print("\nper family, last round:\n" + family_table(read_metrics(last_scores)))
-    print(f"\nrun folder:  {result['run_dir']}")
-    if result.get("final_model"):
-        print(f"final model: {result['final_model']}")
-    print(f"prefect:     flow run {flow_run_id} — {prefect_location}")
-    print(f"mlflow:      run {result['mlflow_run_id']} — {_mlflow_location(result['mlflow_run_id'])}")
 
 
 def _mlflow_location(run_id: str) -> str:

@@ -184,18 +184,23 @@ def _check_some_accepted(k: int, revisions_dir: str, selected_dir: str) -> None:
     )
 
 
+def run_seft(config: Recipe, layout: RunLayout, parent_run_id: str, force: StageForcing) -> tuple[str, dict[int, dict[str, float]]]:
+    """Round 0, the reviser, then the rounds; returns (final policy, metrics per round)."""
+    base_model = provision_model(config.model.ref)
+    rounds = {0: evaluate_round(config, layout, base_model, 0, parent_run_id, force)}
+    reviser = build_reviser(config, layout, base_model, parent_run_id, force)
+    policy = base_model
+    for k in range(1, config.seft.rounds + 1):
+        pool = pool_prompts(config, layout, k, force)
+        policy, rounds[k] = self_evolution_round(config, layout, k, policy, reviser, pool, parent_run_id, force)
+    log_score_by_round(parent_run_id, rounds)
+    return policy, rounds
+
+
 @flow(name="seft")
 def seft(recipe: str, overrides: list[str] | None = None, from_stage: str | None = None) -> dict:
     with pipeline_run(recipe, overrides) as (config, layout, parent_run_id):
-        force = StageForcing(STAGES, from_stage)
-        base_model = provision_model(config.model.ref)
-        rounds = {0: evaluate_round(config, layout, base_model, 0, parent_run_id, force)}
-        reviser = build_reviser(config, layout, base_model, parent_run_id, force)
-        policy = base_model
-        for k in range(1, config.seft.rounds + 1):
-            pool = pool_prompts(config, layout, k, force)
-            policy, rounds[k] = self_evolution_round(config, layout, k, policy, reviser, pool, parent_run_id, force)
-        log_score_by_round(parent_run_id, rounds)
+        policy, rounds = run_seft(config, layout, parent_run_id, StageForcing(STAGES, from_stage))
         return {"run_dir": str(layout.root), "mlflow_run_id": parent_run_id, "rounds": rounds, "final_model": policy}
 
 

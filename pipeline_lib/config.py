@@ -298,15 +298,46 @@ class FigaSourceConfig(Section):
     )
 
 
+class MethodVariant(Section):
+    """One contestant of ``compare-methods``: a method and the overrides that make it this variant."""
+
+    label: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    method: Literal["seft", "sft", "ift", "dpo", "spin", "figa"]
+    overrides: list[str] = Field(
+        default_factory=list, description="a.b=value overrides; @base and @<label> name the start model or a variant's result"
+    )
+
+
+class CompareConfig(Section):
+    methods: list[MethodVariant] = Field(min_length=1)
+    token_budget: int | None = Field(
+        None, ge=1, description="training tokens per method, split evenly over its rounds; null: each recipe's epochs"
+    )
+
+    @field_validator("methods")
+    @classmethod
+    def _unique_labels(cls, methods: list[MethodVariant]) -> list[MethodVariant]:
+        labels = [m.label for m in methods]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"labels must be unique, got {labels}")
+        return methods
+
+
 # Methods whose policy objective is the method itself.
 OBJECTIVE_METHODS = ("sft", "ift", "dpo", "spin", "figa")
 # Which recipe sections each method reads besides the common ones.
-METHOD_SECTIONS = {"seft": ("reviser", "seft"), "spin": ("spin",), "figa": ("figa", "reviser")}
+METHOD_SECTIONS = {
+    "seft": ("reviser", "seft"),
+    "spin": ("spin",),
+    "figa": ("figa", "reviser"),
+    # A comparison holds every method's settings and hands each variant its own.
+    "compare": ("reviser", "seft", "spin", "figa", "compare"),
+}
 
 
 class Recipe(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-    method: Literal["evaluate", "seft", "sft", "ift", "dpo", "spin", "figa"] = "evaluate"
+    method: Literal["evaluate", "seft", "sft", "ift", "dpo", "spin", "figa", "compare"] = "evaluate"
     seed: int = 0
     model: ModelConfig = Field(default_factory=ModelConfig)
     suite: SuiteConfig = Field(default_factory=SuiteConfig)
@@ -319,6 +350,7 @@ class Recipe(Section):
     seft: SeftConfig | None = None
     spin: SpinConfig | None = None
     figa: FigaSourceConfig | None = None
+    compare: CompareConfig | None = None
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
     @model_validator(mode="before")
@@ -349,10 +381,12 @@ class Recipe(Section):
         if self.method == "seft" and self.train.objective not in ("sft", "ift"):
             raise ValueError(f"SEFT fine-tunes on revised targets with objective 'sft' or 'ift', not {self.train.objective!r}")
         allowed = METHOD_SECTIONS.get(self.method, ())
-        for section in ("reviser", "seft", "spin", "figa"):
+        for section in ("reviser", "seft", "spin", "figa", "compare"):
             if getattr(self, section) is not None and section not in allowed:
                 users = [m for m, sections in METHOD_SECTIONS.items() if section in sections]
                 raise ValueError(f"section '{section}' is only used by method {' or '.join(map(repr, users))}, not {self.method!r}")
+        if self.method == "compare" and self.compare is None:
+            raise ValueError("method 'compare' needs a 'compare' section listing the methods")
         if self.method == "figa" and self.figa.revised_from == "reference" and self.reviser is not None:
             raise ValueError("section 'reviser' is only used by figa with figa.revised_from 'reviser'")
         if self.method == "seft":

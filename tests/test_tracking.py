@@ -99,8 +99,8 @@ def test_parent_with_children_forms_a_tree_and_statuses_follow_outcome(store):
         EXPERIMENT, "tree", {"rounds": 2}, config_hash, tags={"alignflow.recipe": "seft"}
     ) as parent:
         parent_id = parent.info.run_id
-        with tracking.start_child_run(parent_id, "round-0", step=0):
-            tracking.log_metrics({"train/loss": 1.0}, step=0)
+        with tracking.start_child_run(parent_id, "round-0", step=0) as child:
+            tracking.log_metrics({"train/loss": 1.0}, step=0, run_id=child.info.run_id)
         with pytest.raises(RuntimeError, match="boom"):
             with tracking.start_child_run(parent_id, "round-1", step=1):
                 raise RuntimeError("boom")
@@ -126,8 +126,8 @@ def test_parent_with_children_forms_a_tree_and_statuses_follow_outcome(store):
 
 
 def _stage_in_thread(parent_id: str) -> None:
-    with tracking.start_child_run(parent_id, "evaluate", kind="stage"):
-        tracking.log_metrics({"judge/score": 7.5})
+    with tracking.start_child_run(parent_id, "evaluate", kind="stage") as child:
+        tracking.log_metrics({"judge/score": 7.5}, run_id=child.info.run_id)
 
 
 def test_failing_pipeline_run_ends_failed_and_reraises(store):
@@ -295,8 +295,8 @@ def test_resumed_pipeline_run_logs_into_the_same_parent(store):
         EXPERIMENT, "resume", config, config_hash, resume_run_id=parent_id
     ) as resumed:
         assert resumed.info.run_id == parent_id
-        with tracking.start_child_run(parent_id, "round-1", step=1):
-            tracking.log_metrics({"train/loss": 0.3}, step=1)
+        with tracking.start_child_run(parent_id, "round-1", step=1) as child:
+            tracking.log_metrics({"train/loss": 0.3}, step=1, run_id=child.info.run_id)
 
     assert store.client.get_run(parent_id).info.status == "FINISHED"
     children = children_of(store, parent_id)

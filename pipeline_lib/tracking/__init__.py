@@ -6,12 +6,12 @@ Typical use::
 
     tracking.configure(uri, "alignflow")           # None: the local SQLite store
     with tracking.start_pipeline_run("alignflow", name, config, config_hash) as run:
-        with tracking.start_child_run(run.info.run_id, "round-0", step=0):
-            tracking.log_metrics({"train/loss": 0.7}, step=0)
+        with tracking.start_child_run(run.info.run_id, "round-0", step=0) as child:
+            tracking.log_metrics({"train/loss": 0.7}, step=0, run_id=child.info.run_id)
 
 Every logging helper takes an optional ``run_id``: without it they log into the
-run active in the calling thread; MLflow keeps active runs per thread, so code
-running in a Prefect task thread must pass the id explicitly.
+run active in the calling thread (the parent); MLflow keeps active runs per
+thread, so code in a Prefect task thread, and any child run, passes the id.
 """
 
 from pipeline_lib.tracking.offline import keep_mlflow_offline

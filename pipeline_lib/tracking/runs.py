@@ -65,24 +65,26 @@ def start_child_run(
     step: int | None = None,
     tags: Mapping[str, str] | None = None,
     kind: str = "round",
-) -> Iterator[ActiveRun]:
-    """Open a child of ``parent_run_id`` (a round, or a stage with ``kind="stage"``).
+) -> Iterator[Run]:
+    """Open a child of ``parent_run_id`` (a round, a stage with ``kind="stage"``, a compared method...).
 
-    Works both under the active parent and from a thread with no active run.
-    The child ends FINISHED, or FAILED if the block raises.
+    Made through the client, not the fluent API, so that it works from any
+    thread and under any active run (a comparison's rounds are children of
+    its method runs, not of the active parent). The child ends FINISHED, or
+    FAILED if the block raises.
     """
     parent = _get_run(parent_run_id)
-    run_tags = {**(tags or {}), TAG_KIND: kind}
+    run_tags = {**(tags or {}), TAG_KIND: kind, "mlflow.parentRunId": parent_run_id}
     if step is not None:
         run_tags[TAG_ROUND] = str(step)
-    with mlflow.start_run(
-        experiment_id=parent.info.experiment_id,
-        run_name=name,
-        parent_run_id=parent_run_id,
-        nested=mlflow.active_run() is not None,
-        tags=run_tags,
-    ) as run:
+    client = MlflowClient()
+    run = client.create_run(parent.info.experiment_id, run_name=name, tags=run_tags)
+    try:
         yield run
+    except BaseException:
+        client.set_terminated(run.info.run_id, "FAILED")
+        raise
+    client.set_terminated(run.info.run_id, "FINISHED")
 
 
 def find_run(experiment: str, config_hash: str, tags: Mapping[str, str] | None = None) -> str | None:
