@@ -172,6 +172,9 @@ class MergingConfig(Section):
 
 class TrainConfig(Section):
     objective: Literal["sft", "dpo", "spin", "ift", "figa"] = "sft"
+    sft_reduction: Literal["sequence", "token"] = Field(
+        "sequence", description="SFT loss: mean NLL per sequence, then over the batch (METHODS.md §7); token: over all tokens"
+    )
     optimizer: Literal["adamw", "ondare", "onties"] = "adamw"
     mode: Literal["full", "lora"] = "full"
     lr: float = Field(1e-5, gt=0.0)

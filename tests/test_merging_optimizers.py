@@ -71,9 +71,9 @@ def test_p1_alpha0_equals_torch_adamw(cls, merge_every: int) -> None:
 
     torch's AdamW adds eps to the bias-corrected √v̂ and decays before the
     update; the reference (HF-style) AdamW adds eps to the uncorrected √v and
-    decays after it. Both are the same algorithm up to O(eps) and O(lr·wd·Δ)
-    terms, far below float32 rounding here, so agreement is to rounding, not
-    bit-exact.
+    decays after it. The two differ by O(eps/√v) and O(lr·wd·Δ) terms, here
+    about 1e-8, at or below float32 rounding of the parameters, so agreement
+    is to rounding, not bit-exact.
     """
     steps, weight_decay, lr = 7, 0.01, 1e-3
     # Entries bounded away from 0: with a gradient near 0 the two eps placements differ in the

@@ -134,8 +134,9 @@ def test_labels_cover_the_completion_tokens_and_nothing_else(tiny_model: Path, t
 
 
 def test_first_loss_is_the_mean_nll_of_completion_tokens(tiny_model: Path, tmp_path: Path) -> None:
-    """Checked against an independent forward pass, through gradient accumulation, and against TRL's own loss."""
-    config = TrainConfig(epochs=1, batch_size=8, grad_accum=2)  # one optimizer step over all 16 rows
+    """sft_reduction=token: checked against an independent forward pass, through gradient accumulation,
+    and against TRL's own loss."""
+    config = TrainConfig(epochs=1, batch_size=8, grad_accum=2, sft_reduction="token")  # one step over all 16 rows
     expected = completion_nll(tiny_model, ROWS)
     ours = train_sft(tiny_model, ROWS, tmp_path / "ours", config, progress=False)
     assert ours["steps"] == 1 and ours["loss_history"][0]["loss"] == pytest.approx(expected, abs=1e-4)
@@ -157,6 +158,15 @@ def test_first_loss_is_the_mean_nll_of_completion_tokens(tiny_model: Path, tmp_p
         progress=False,
     )
     assert theirs["loss_history"][0]["loss"] == pytest.approx(expected, abs=1e-4)
+
+
+def test_default_sft_loss_is_the_per_sequence_mean(tiny_model: Path, tmp_path: Path) -> None:
+    """METHODS.md §7: each row's mean completion NLL, then the mean over rows (two equal micro-batches)."""
+    config = TrainConfig(epochs=1, batch_size=8, grad_accum=2)
+    expected = sum(completion_nll(tiny_model, [row]) for row in ROWS) / len(ROWS)
+    assert abs(expected - completion_nll(tiny_model, ROWS)) > 1e-3, "rows of unequal lengths tell the two apart"
+    ours = train_sft(tiny_model, ROWS, tmp_path / "ours", config, progress=False)
+    assert ours["steps"] == 1 and ours["loss_history"][0]["loss"] == pytest.approx(expected, abs=1e-4)
 
 
 def test_lora_is_merged_into_a_plain_model(tiny_model: Path, tmp_path: Path, capfd: pytest.CaptureFixture) -> None:

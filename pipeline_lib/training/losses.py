@@ -82,7 +82,8 @@ def ift_weights(logps: torch.Tensor, mask: torch.Tensor, gamma: float, detach: b
     offset = position.unsqueeze(0) - position.unsqueeze(1)  # [t, j] = j − t
     discount = torch.where(offset >= 0, torch.tensor(gamma, dtype=items.dtype, device=items.device) ** offset.clamp(min=0), 0)
     c = (items @ discount.T) * mask
-    weights = c * (n / c.sum(-1, keepdim=True))
+    # A row whose every token is predicted with certainty has Σc = 0 (and ℓ = 0): weight 0, not NaN.
+    weights = c * (n / c.sum(-1, keepdim=True).clamp(min=torch.finfo(c.dtype).tiny))
     return weights.detach() if detach else weights
 
 

@@ -110,19 +110,20 @@ class IFTTrainer(ObjectiveTrainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         input_ids, labels, mask = inputs["input_ids"], inputs["labels"], inputs["attention_mask"]
-        table = model.get_input_embeddings().weight.detach()
-        true_embeds = torch.nn.functional.embedding(input_ids, table)
         lam = self.current_lambda()
         if lam > 0:
+            table = model.get_input_embeddings().weight.detach()
+            true_embeds = torch.nn.functional.embedding(input_ids, table)
             with torch.no_grad():
                 guesses = model(inputs_embeds=true_embeds, attention_mask=mask).logits.argmax(-1)
             # Position t gets the guess made at t − 1 from the true prefix; prompt and padding stay true.
             shifted = torch.cat([input_ids[:, :1], guesses[:, :-1]], dim=1)
             mixed_ids = torch.where(labels == IGNORE_INDEX, input_ids, shifted)
             embeds = (1 - lam) * true_embeds + lam * torch.nn.functional.embedding(mixed_ids, table)
+            logits = model(inputs_embeds=embeds, attention_mask=mask).logits
         else:
-            embeds = true_embeds
-        logits = model(inputs_embeds=embeds, attention_mask=mask).logits
+            # Nothing to mix: the plain forward pass, so λ = 0, γ = 0 is exactly per-sequence SFT, gradients included.
+            logits = model(input_ids=input_ids, attention_mask=mask).logits
         loss = ift_loss(logits, labels, self.ift.gamma, self.ift.detach_weights)
         self.record(ift_lambda=lam)
         return (loss, {"logits": logits}) if return_outputs else loss

@@ -1,0 +1,136 @@
+"""SFT, IFT, DPO, SPIN, FIGA and compare-methods end to end on the tiny model: real Prefect, real MLflow."""
+
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from flow_runs import run_recipe
+from mlflow import MlflowClient
+
+from flows.cli import main
+from flows.methods import STAGES
+from pipeline_lib import method_rows, tracking
+from pipeline_lib.config import config_hash, load_recipe
+from pipeline_lib.store import read_manifest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _recipe(method: str) -> str:
+    return str(REPO / "configs" / f"{method}-tiny.yaml")
+
+
+def _run_dir(home: Path, recipe_path: str) -> tuple:
+    recipe = load_recipe(recipe_path)
+    return recipe, home / "runs" / f"{recipe.name}-{config_hash(recipe)[:10]}"
+
+
+@pytest.mark.parametrize("method", ["sft", "ift", "dpo", "figa"])
+def test_one_round_methods_train_with_their_objective_and_log_rounds(method, capsys, alignflow_home):
+    recipe, run_dir = _run_dir(alignflow_home, _recipe(method))
+    out, states = run_recipe(capsys, _recipe(method))
+
+    # IFT trains on the very rows SFT does: whichever runs second reuses them.
+    assert states["train-policy"] == ["Completed"] and len(states["build-training-rows"]) == 1
+    policy = read_manifest(run_dir / "round-1" / "policy")
+    assert policy["train"]["objective"] == method and policy["train"]["steps"] >= 1
+    rows = read_manifest(run_dir / "round-1" / "training-rows")
+    train_rows = pq.read_table(run_dir / "round-1" / "training-rows" / method_rows.TRAIN_ROWS_FILE).to_pylist()
+    assert rows["rows"] == len(train_rows) > 0
+    fields = {"sft": "completion", "ift": "completion", "dpo": "rejected", "figa": "original"}[method]
+    assert fields in train_rows[0]
+    if method == "dpo":
+        # Pairs only where a sample failed its verifier; the chosen side is the reference answer.
+        scores = pq.read_table(run_dir / "round-1" / "sample-scores" / "scores.parquet").to_pylist()
+        failing = {row["prompt"] for row in scores if row["score"] < 1}
+        assert {row["prompt"][0]["content"] for row in train_rows} <= failing
+    if method == "figa":
+        assert rows["revised_from"] == "reference" and all(r["original"] != r["revised"] for r in train_rows)
+
+    client = MlflowClient(tracking.default_tracking_uri())
+    parent_id = tracking.find_run(recipe.tracking.experiment, config_hash(recipe))
+    assert client.get_run(parent_id).info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(parent_id, "eval/score")] == [0, 1]
+    assert [m.step for m in client.get_metric_history(parent_id, "train/loss")] == [1]
+    assert [line.split()[0] for line in out[out.index("round") :].splitlines()[1:3]] == ["0", "1"]
+
+
+def test_spin_iterations_train_on_new_and_previous_pairs_against_the_last_iterate(capsys, alignflow_home):
+    recipe, run_dir = _run_dir(alignflow_home, _recipe("spin"))
+    _, states = run_recipe(capsys, _recipe("spin"))
+    assert states["train-policy"] == ["Completed"] * 2 and len(states["sample-policy"]) == 2
+
+    prompts = recipe.suite.n_train
+    first, second = (read_manifest(run_dir / f"round-{k}" / "training-rows") for k in (1, 2))
+    assert (first["new_pairs"], first["previous_pairs"], first["rows"]) == (prompts, 0, prompts)
+    assert (second["new_pairs"], second["previous_pairs"], second["rows"]) == (prompts, prompts, 2 * prompts)
+    rows_2 = pq.read_table(run_dir / "round-2" / "training-rows" / method_rows.TRAIN_ROWS_FILE).to_pylist()
+    pairs_1 = pq.read_table(run_dir / "round-1" / "training-rows" / method_rows.PAIRS_FILE).to_pylist()
+    samples_2 = pq.read_table(run_dir / "round-2" / "policy-samples" / "samples.parquet").column("text").to_pylist()
+    rejected = [row["rejected"] for row in rows_2]
+    assert sorted(rejected) == sorted([p["rejected"] for p in pairs_1] + samples_2)
+    assert read_manifest(run_dir / "round-2" / "policy")["train"]["objective"] == "spin"
+
+    client = MlflowClient(tracking.default_tracking_uri())
+    parent_id = tracking.find_run(recipe.tracking.experiment, config_hash(recipe))
+    assert [m.step for m in client.get_metric_history(parent_id, "eval/score")] == [0, 1, 2]
+
+
+def test_a_rerun_reuses_every_stage(capsys, alignflow_home):
+    run_recipe(capsys, _recipe("sft"))
+    _, states = run_recipe(capsys, _recipe("sft"))
+    stages = {name: runs for name, runs in states.items() if name in STAGES}
+    assert set(stages) >= {"prepare-suite", "generate-answers", "score", "build-training-rows", "train-policy"}
+    assert {state for runs in stages.values() for state in runs} == {"Cached"}
+
+
+def test_method_recipes_reject_other_objectives_and_sections(capsys):
+    assert main(["check", _recipe("sft"), "train.objective=dpo"]) == 2
+    assert "method 'sft' trains with objective 'sft'" in capsys.readouterr().err
+    assert main(["check", _recipe("dpo"), "spin.iterations=3"]) == 2
+    assert "section 'spin' is only used by method 'spin'" in capsys.readouterr().err
+    assert main(["compare-methods", _recipe("sft")]) == 2
+    assert "this command runs 'compare' recipes" in capsys.readouterr().err
+
+
+def test_compare_methods_logs_one_leaderboard(capsys, alignflow_home):
+    recipe_path = str(REPO / "configs" / "compare-tiny.yaml")
+    recipe, run_dir = _run_dir(alignflow_home, recipe_path)
+    assert main(["compare-methods", recipe_path]) == 0
+    out = capsys.readouterr().out
+
+    labels = [variant.label for variant in recipe.compare.methods]
+    assert labels == ["sft", "seft", "spin", "ift", "figa", "dpo", "seft-ondare"]
+    table = [line for line in out.splitlines() if line.startswith("| ")]
+    assert table[0].startswith("| method | held-out score") and {line.split("|")[1].strip() for line in table[3:]} == set(labels)
+
+    # Same start, same prompts, same budget per training round.
+    budget = recipe.compare.token_budget
+    prompt_sets = set()
+    for label in labels:
+        variant = load_recipe(run_dir / label / "config.yaml")
+        assert variant.model.ref == recipe.model.ref and variant.train.max_tokens is not None
+        rounds = {"seft": variant.seft.rounds if variant.seft else 1, "spin": 2}.get(variant.method, 1)
+        assert variant.train.max_tokens == budget // rounds
+        where = "round-1/suite-pool" if variant.method == "seft" else "shared/suite-train"
+        items = run_dir / label / where / "items.parquet"
+        prompt_sets.add(tuple(pq.read_table(items).column("id").to_pylist()))
+        policy = read_manifest(run_dir / label / "round-1" / "policy")["train"]
+        # The budget sets the epochs: trained tokens land within one batch of it.
+        assert policy["trained_tokens"] >= 0.5 * variant.train.max_tokens
+    assert len(prompt_sets) == 1
+    ondare = read_manifest(run_dir / "seft-ondare" / "round-1" / "policy")["train"]
+    assert ondare["optimizer"] == "ondare" and ondare["optimizer_step_ms"] > 0
+    sft_model = load_recipe(run_dir / "seft-ondare" / "config.yaml").train.merging.sft_model
+    assert Path(sft_model) == (run_dir / "sft" / "round-1" / "policy").resolve()
+
+    client = MlflowClient(tracking.default_tracking_uri())
+    parent_id = tracking.find_run(recipe.tracking.experiment, config_hash(recipe))
+    parent = client.get_run(parent_id)
+    assert {f"leaderboard/{label}/score" for label in labels} <= set(parent.data.metrics)
+    assert {"leaderboard.json", "leaderboard.md"} <= {a.path for a in client.list_artifacts(parent_id)}
+    children = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent_id}'")
+    assert sorted(run.info.run_name for run in children) == sorted(labels)
+    sft_run = next(run for run in children if run.info.run_name == "sft")
+    rounds = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{sft_run.info.run_id}'")
+    assert sorted(run.info.run_name for run in rounds) == ["round-0", "round-1"]
