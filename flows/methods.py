@@ -14,16 +14,14 @@ from prefect import flow
 
 from flows.common import pipeline_run
 from flows.evaluate import evaluate_round, score_answers, suite_items
-from flows.seft import build_reviser, sample, score_samples, train
-from pipeline_lib import method_rows, revision
+from flows.seft import build_reviser, revise_samples, sample, score_samples, train
+from pipeline_lib import method_rows
 from pipeline_lib.config import Recipe
 from pipeline_lib.runs import RunLayout, StageForcing
-from pipeline_lib.sampling import derive_seed, resolve_backend
-from pipeline_lib.seft import revise as revise_lib
+from pipeline_lib.sampling import derive_seed
 from pipeline_lib.store import source_digest
 from tasks.method_rows import build_training_rows
 from tasks.models import provision_model
-from tasks.seft import revise
 from tasks.stage import run_stage
 from tasks.training import train_policy
 
@@ -114,27 +112,7 @@ def figa(recipe: Recipe, layout: RunLayout, base: str, parent: str, force: Stage
     revisions = None
     if recipe.figa.revised_from == "reviser":
         reviser = build_reviser(recipe, layout, base, parent, force)
-        revisions = run_stage(
-            revise,
-            config={
-                "max_new_tokens": recipe.reviser.max_new_tokens,
-                "backend": resolve_backend(recipe.sampler)[0],
-                "dtype": recipe.model.dtype,
-                "seed": recipe.seed,
-                "code": source_digest(revision, revise_lib),
-            },
-            inputs={"reviser": reviser, "samples": samples, "items": items},
-            link_as=layout.stage("revisions", 1),
-            force=force,
-            items_dir=items,
-            samples_dir=samples,
-            reviser_path=reviser,
-            dtype=recipe.model.dtype,
-            sampler=recipe.sampler,
-            max_new_tokens=recipe.reviser.max_new_tokens,
-            batch_size=recipe.reviser.batch_size,
-            seed=recipe.seed,
-        )
+        revisions = revise_samples(recipe, layout.stage("revisions", 1), reviser, samples, items, force)
     data = rows(recipe, layout, "figa", layout.stage("training-rows", 1), force, items=items, samples=samples, revisions=revisions)
     policy = fine_tune(recipe, layout, 1, base, data, force)
     return policy, {1: evaluate_round(recipe, layout, policy, 1, parent, force, {"train": policy})}

@@ -116,6 +116,31 @@ def build_reviser(recipe: Recipe, layout: RunLayout, base_model: str, parent_run
     return trained
 
 
+def revise_samples(recipe: Recipe, link: Path, reviser: str, samples: str, items: str, force: StageForcing) -> str:
+    """The reviser's decision and revision for every sample (SEFT's rounds, FIGA's revised answers)."""
+    return run_stage(
+        revise,
+        config={
+            "max_new_tokens": recipe.reviser.max_new_tokens,
+            "backend": resolve_backend(recipe.sampler)[0],
+            "dtype": recipe.model.dtype,
+            "seed": recipe.seed,
+            "code": source_digest(revision, revise_lib),
+        },
+        inputs={"reviser": reviser, "samples": samples, "items": items},
+        link_as=link,
+        force=force,
+        items_dir=items,
+        samples_dir=samples,
+        reviser_path=reviser,
+        dtype=recipe.model.dtype,
+        sampler=recipe.sampler,
+        max_new_tokens=recipe.reviser.max_new_tokens,
+        batch_size=recipe.reviser.batch_size,
+        seed=recipe.seed,
+    )
+
+
 def pool_prompts(recipe: Recipe, layout: RunLayout, k: int, force: StageForcing) -> str:
     """Round k's unannotated prompts: the suite train items after the reviser's, new ones each round by default."""
     first = recipe.reviser.n_prompts
@@ -130,27 +155,7 @@ def self_evolution_round(
     samples = sample(
         recipe, layout, layout.stage("policy-samples", k), policy, pool, force, seed=derive_seed(recipe.seed, "round", k)
     )
-    revisions = run_stage(
-        revise,
-        config={
-            "max_new_tokens": recipe.reviser.max_new_tokens,
-            "backend": resolve_backend(recipe.sampler)[0],
-            "dtype": recipe.model.dtype,
-            "seed": recipe.seed,
-            "code": source_digest(revision, revise_lib),
-        },
-        inputs={"reviser": reviser, "samples": samples, "items": pool},
-        link_as=layout.stage("revisions", k),
-        force=force,
-        items_dir=pool,
-        samples_dir=samples,
-        reviser_path=reviser,
-        dtype=recipe.model.dtype,
-        sampler=recipe.sampler,
-        max_new_tokens=recipe.reviser.max_new_tokens,
-        batch_size=recipe.reviser.batch_size,
-        seed=recipe.seed,
-    )
+    revisions = revise_samples(recipe, layout.stage("revisions", k), reviser, samples, pool, force)
     selected = run_stage(
         select_targets,
         config={"accepted": recipe.seft.accepted(k), "code": source_digest(targets, suite)},
