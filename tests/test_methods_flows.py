@@ -52,6 +52,8 @@ def test_one_round_methods_train_with_their_objective_and_log_rounds(method, cap
     assert client.get_run(parent_id).info.status == "FINISHED"
     assert [m.step for m in client.get_metric_history(parent_id, "eval/score")] == [0, 1]
     assert [m.step for m in client.get_metric_history(parent_id, "train/loss")] == [1]
+    if method == "dpo":  # the objective's own logs reach MLflow
+        assert {"train/rewards/accuracies", "train/rewards/margins"} <= set(client.get_run(parent_id).data.metrics)
     assert [line.split()[0] for line in out[out.index("round") :].splitlines()[1:3]] == ["0", "1"]
 
 
@@ -101,8 +103,11 @@ def test_compare_methods_logs_one_leaderboard(capsys, alignflow_home):
 
     labels = [variant.label for variant in recipe.compare.methods]
     assert labels == ["sft", "seft", "spin", "ift", "figa", "dpo", "seft-ondare"]
-    table = [line for line in out.splitlines() if line.startswith("| ")]
-    assert table[0].startswith("| method | held-out score") and {line.split("|")[1].strip() for line in table[3:]} == set(labels)
+    table = (run_dir / "leaderboard.md").read_text().splitlines()
+    assert table[0].startswith("| method | held-out score") and table[0] in out
+    assert sorted(line.split("|")[1].strip() for line in table[3:]) == sorted(labels)
+    scores = [float(line.split("|")[2]) for line in table[3:]]
+    assert scores == sorted(scores, reverse=True), "best first"
 
     # Same start, same prompts, same budget per training round.
     budget = recipe.compare.token_budget

@@ -34,6 +34,10 @@ def round_metrics(stage_dirs: Mapping[str, str]) -> dict[str, float]:
         train = train_metrics(stage_dirs["train"])
         metrics["train/loss"] = float(train["train_loss"])
         metrics["train/tokens_per_s"] = float(train["tokens_per_s"])
+        if train.get("optimizer_step_ms") is not None:
+            metrics["train/optimizer_step_ms"] = float(train["optimizer_step_ms"])
+        for name, value in (train.get("objective_metrics") or {}).items():
+            metrics[f"train/{name}"] = float(value)
     return metrics
 
 

@@ -25,7 +25,6 @@ Where this departs from the reference code, on purpose:
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Iterable, Mapping
 
 import torch
@@ -35,8 +34,7 @@ class OnlineMergingAdamW(torch.optim.Optimizer):
     """AdamW whose update is sparsified and merged with τ; ``merge`` is the method's own part.
 
     ``deltas`` maps ``id(parameter)`` to that parameter's τ (same shape); it is
-    stored, sparsified, on the parameter's device and dtype. ``step_seconds``
-    adds up the time spent in ``step`` (the extra cost over AdamW is reported).
+    stored, sparsified, on the parameter's device and dtype.
     """
 
     def __init__(
@@ -60,7 +58,6 @@ class OnlineMergingAdamW(torch.optim.Optimizer):
             raise ValueError(f"need 0 < reserve_p <= 1, 0 <= alpha < 1, merge_every >= 1; got {reserve_p}, {alpha}, {merge_every}")
         self.reserve_p, self.alpha, self.rescale = reserve_p, alpha, rescale
         self.merge_every, self.clip = merge_every, clip
-        self.step_seconds = 0.0
         self.generator = torch.Generator().manual_seed(seed)
         for group in self.param_groups:
             for p in group["params"]:
@@ -91,7 +88,6 @@ class OnlineMergingAdamW(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        started = time.perf_counter()
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
             for p in group["params"]:
@@ -128,7 +124,6 @@ class OnlineMergingAdamW(torch.optim.Optimizer):
                 else:
                     p.add_(self.sparsify_update(delta))
                 self._decay(p, group)
-        self.step_seconds += time.perf_counter() - started
         return loss
 
     def sparsify_update(self, delta: torch.Tensor) -> torch.Tensor:

@@ -39,6 +39,10 @@ from pipeline_lib.training.optimizers import optimizer_spec
 from pipeline_lib.training.progress import no_transformers_bars, use_loss_bar
 
 
+# Prefixes of the values our trainers log beside the loss (trainers.ObjectiveTrainer.record).
+OBJECTIVE_LOGS = ("rewards", "logps", "ift_lambda", "figa_positive_tokens", "figa_negative_candidates")
+
+
 @dataclass(frozen=True)
 class Objective:
     """A training objective: its trainer class, that trainer's arguments class, and argument values of its own."""
@@ -110,6 +114,9 @@ def fine_tune(
     _save(trained, tokenizer, Path(out_dir))
 
     history = [{"step": e["step"], "loss": e["loss"]} for e in trainer.state.log_history if "loss" in e]
+    # The objective's own logged values (DPO rewards, IFT's λ...), as of the last step.
+    logged = [e for e in trainer.state.log_history if "loss" in e]
+    objective_metrics = {k: v for k, v in (logged[-1] if logged else {}).items() if k.split("/")[0] in OBJECTIVE_LOGS}
     runtime = output.metrics["train_runtime"]
     seen = trainer.state.num_input_tokens_seen
     return {
@@ -128,6 +135,7 @@ def fine_tune(
         "seconds_per_epoch": round(runtime / epochs, 3),
         "trained_tokens": seen,
         "tokens_per_s": round(seen / runtime, 1) if runtime > 0 else None,
+        "objective_metrics": objective_metrics,
     }
 
 
