@@ -47,8 +47,17 @@ def training_prompts(recipe: Recipe, layout: RunLayout, force: StageForcing) -> 
     return suite_items(recipe, layout.stage("suite-train"), "train", force, start, stop)
 
 
-def rows(recipe: Recipe, layout: RunLayout, kind: str, link: Path, force: StageForcing, **dirs: str | None) -> str:
-    """One ``build-training-rows`` stage; ``dirs`` are its input folders (items, samples, scores...)."""
+def policy_samples(
+    recipe: Recipe, layout: RunLayout, k: int, model: str, items: str, force: StageForcing, **params
+) -> str:
+    """Round k's samples of ``model`` on ``items``: the ``sampler`` settings, ``params`` (n...) overriding."""
+    link = layout.stage("policy-samples", k)
+    return sample(recipe, layout, link, model, items, force, seed=derive_seed(recipe.seed, "round", k), **params)
+
+
+def rows(recipe: Recipe, layout: RunLayout, kind: str, k: int, force: StageForcing, **dirs: str | None) -> str:
+    """Round k's ``build-training-rows`` stage; ``dirs`` are its input folders (items, samples, scores...)."""
+    link = layout.stage("training-rows", k)
     inputs = {name: path for name, path in dirs.items() if path}
     return run_stage(
         build_training_rows,
@@ -62,27 +71,31 @@ def rows(recipe: Recipe, layout: RunLayout, kind: str, link: Path, force: StageF
     )
 
 
-def fine_tune(recipe: Recipe, layout: RunLayout, k: int, policy: str, rows_dir: str, force: StageForcing, train_config=None) -> str:
+def train_round(
+    recipe: Recipe, layout: RunLayout, k: int, policy: str, rows_dir: str, force: StageForcing, train_config=None
+) -> str:
+    """Round k's policy update: ``train.objective`` on the rows in ``rows_dir``, from ``policy``."""
     rows_file = str(Path(rows_dir) / method_rows.TRAIN_ROWS_FILE)
     config = train_config or recipe.train
-    return train(train_policy, recipe, layout.stage("policy", k), policy, rows_file, config, derive_seed(recipe.seed, "train", k), force)
+    seed = derive_seed(recipe.seed, "train", k)
+    return train(train_policy, recipe, layout.stage("policy", k), policy, rows_file, config, seed, force)
 
 
 def supervised(recipe: Recipe, layout: RunLayout, base: str, parent: str, force: StageForcing) -> tuple[str, Rounds]:
     """SFT or IFT on the reference answers of the training prompts."""
     items = training_prompts(recipe, layout, force)
-    data = rows(recipe, layout, "sft", layout.stage("training-rows", 1), force, items=items)
-    policy = fine_tune(recipe, layout, 1, base, data, force)
+    data = rows(recipe, layout, "sft", 1, force, items=items)
+    policy = train_round(recipe, layout, 1, base, data, force)
     return policy, {1: evaluate_round(recipe, layout, policy, 1, parent, force, {"train": policy})}
 
 
 def dpo(recipe: Recipe, layout: RunLayout, base: str, parent: str, force: StageForcing) -> tuple[str, Rounds]:
     """Reference answers against the base policy's failing samples (``sampler.n`` per prompt)."""
     items = training_prompts(recipe, layout, force)
-    samples = sample(recipe, layout, layout.stage("policy-samples", 1), base, items, force, seed=derive_seed(recipe.seed, "round", 1))
+    samples = policy_samples(recipe, layout, 1, base, items, force)
     scores = score_answers(score_samples, layout.stage("sample-scores", 1), items, samples, force)
-    data = rows(recipe, layout, "dpo", layout.stage("training-rows", 1), force, items=items, scores=scores)
-    policy = fine_tune(recipe, layout, 1, base, data, force)
+    data = rows(recipe, layout, "dpo", 1, force, items=items, scores=scores)
+    policy = train_round(recipe, layout, 1, base, data, force)
     return policy, {1: evaluate_round(recipe, layout, policy, 1, parent, force, {"train": policy})}
 
 
@@ -91,15 +104,13 @@ def spin(recipe: Recipe, layout: RunLayout, base: str, parent: str, force: Stage
     items = training_prompts(recipe, layout, force)
     policy, previous, rounds = base, None, {}
     for k in range(1, recipe.spin.iterations + 1):
-        samples = sample(
-            recipe, layout, layout.stage("policy-samples", k), policy, items, force, n=1, seed=derive_seed(recipe.seed, "round", k)
-        )
-        data = rows(recipe, layout, "spin", layout.stage("training-rows", k), force, items=items, samples=samples, previous=previous)
+        samples = policy_samples(recipe, layout, k, policy, items, force, n=1)
+        data = rows(recipe, layout, "spin", k, force, items=items, samples=samples, previous=previous)
         train_config = recipe.train
         if k == recipe.spin.iterations and recipe.spin.last_beta is not None:
             preference = recipe.train.preference.model_copy(update={"beta": recipe.spin.last_beta})
             train_config = recipe.train.model_copy(update={"preference": preference})
-        policy = fine_tune(recipe, layout, k, policy, data, force, train_config)
+        policy = train_round(recipe, layout, k, policy, data, force, train_config)
         rounds[k] = evaluate_round(recipe, layout, policy, k, parent, force, {"train": policy})
         previous = data
     return policy, rounds
@@ -108,13 +119,13 @@ def spin(recipe: Recipe, layout: RunLayout, base: str, parent: str, force: Stage
 def figa(recipe: Recipe, layout: RunLayout, base: str, parent: str, force: StageForcing) -> tuple[str, Rounds]:
     """The base policy's samples against their revisions: the SEFT reviser's, or the reference answers."""
     items = training_prompts(recipe, layout, force)
-    samples = sample(recipe, layout, layout.stage("policy-samples", 1), base, items, force, n=1, seed=derive_seed(recipe.seed, "round", 1))
+    samples = policy_samples(recipe, layout, 1, base, items, force, n=1)
     revisions = None
     if recipe.figa.revised_from == "reviser":
         reviser = build_reviser(recipe, layout, base, parent, force)
         revisions = revise_samples(recipe, layout.stage("revisions", 1), reviser, samples, items, force)
-    data = rows(recipe, layout, "figa", layout.stage("training-rows", 1), force, items=items, samples=samples, revisions=revisions)
-    policy = fine_tune(recipe, layout, 1, base, data, force)
+    data = rows(recipe, layout, "figa", 1, force, items=items, samples=samples, revisions=revisions)
+    policy = train_round(recipe, layout, 1, base, data, force)
     return policy, {1: evaluate_round(recipe, layout, policy, 1, parent, force, {"train": policy})}
 
 
@@ -136,7 +147,8 @@ def _method_flow(method: str):
             if config.method != method:
                 raise ValueError(f"the {method} flow got a {config.method} recipe")
             policy, rounds = run_method(config, layout, parent_run_id, StageForcing(STAGES, from_stage))
-            return {"run_dir": str(layout.root), "mlflow_run_id": parent_run_id, "rounds": rounds, "final_model": policy}
+            run_dir = str(layout.root)
+            return {"run_dir": run_dir, "mlflow_run_id": parent_run_id, "rounds": rounds, "final_model": policy}
 
     return method_flow
 

@@ -292,7 +292,9 @@ class PromptsConfig(Section):
 
 class SpinConfig(Section):
     iterations: int = Field(2, ge=1, description="K self-play iterations, each evaluated")
-    last_beta: float | None = Field(None, gt=0.0, description="β of the last iteration (the paper: 5.0); null: train.preference.beta")
+    last_beta: float | None = Field(
+        None, gt=0.0, description="β of the last iteration (the paper: 5.0); null: train.preference.beta"
+    )
 
 
 class FigaSourceConfig(Section):
@@ -380,14 +382,17 @@ class Recipe(Section):
     def _method_sections(self) -> Recipe:
         """Another method's sections are a mistake, not something to ignore silently."""
         if self.method in OBJECTIVE_METHODS and self.train.objective != self.method:
-            raise ValueError(f"method {self.method!r} trains with objective {self.method!r}, not train.objective {self.train.objective!r}")
+            raise ValueError(
+                f"method {self.method!r} trains with objective {self.method!r}, not train.objective {self.train.objective!r}"
+            )
         if self.method == "seft" and self.train.objective not in ("sft", "ift"):
             raise ValueError(f"SEFT fine-tunes on revised targets with objective 'sft' or 'ift', not {self.train.objective!r}")
         allowed = METHOD_SECTIONS.get(self.method, ())
         for section in ("reviser", "seft", "spin", "figa", "compare"):
             if getattr(self, section) is not None and section not in allowed:
                 users = [m for m, sections in METHOD_SECTIONS.items() if section in sections]
-                raise ValueError(f"section '{section}' is only used by method {' or '.join(map(repr, users))}, not {self.method!r}")
+                owners = " or ".join(map(repr, users))
+                raise ValueError(f"section '{section}' is only used by method {owners}, not {self.method!r}")
         if self.method == "compare" and self.compare is None:
             raise ValueError("method 'compare' needs a 'compare' section listing the methods")
         if self.method == "figa" and self.figa.revised_from == "reference" and self.reviser is not None:
@@ -398,8 +403,9 @@ class Recipe(Section):
             if self.suite.n_train < needed:
                 what = "seft.pool_prompts × seft.rounds" if self.seft.fresh_prompts else "seft.pool_prompts"
                 raise ValueError(f"suite.n_train ({self.suite.n_train}) must cover reviser.n_prompts + {what} ({needed})")
-        if self.method in OBJECTIVE_METHODS and self.prompts.stop(self.suite.n_train) > self.suite.n_train:
-            raise ValueError(f"prompts.start + prompts.count ({self.prompts.stop(self.suite.n_train)}) exceeds suite.n_train ({self.suite.n_train})")
+        stop = self.prompts.stop(self.suite.n_train)
+        if self.method in OBJECTIVE_METHODS and stop > self.suite.n_train:
+            raise ValueError(f"prompts.start + prompts.count ({stop}) exceeds suite.n_train ({self.suite.n_train})")
         if self.method in OBJECTIVE_METHODS and self.prompts.start >= self.suite.n_train:
             raise ValueError(f"prompts.start ({self.prompts.start}) must be below suite.n_train ({self.suite.n_train})")
         return self

@@ -55,7 +55,9 @@ class OnlineMergingAdamW(torch.optim.Optimizer):
     ) -> None:
         super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay})
         if not 0 < reserve_p <= 1 or not 0 <= alpha < 1 or merge_every < 1:
-            raise ValueError(f"need 0 < reserve_p <= 1, 0 <= alpha < 1, merge_every >= 1; got {reserve_p}, {alpha}, {merge_every}")
+            raise ValueError(
+                f"need 0 < reserve_p <= 1, 0 <= alpha < 1, merge_every >= 1; got {reserve_p}, {alpha}, {merge_every}"
+            )
         self.reserve_p, self.alpha, self.rescale = reserve_p, alpha, rescale
         self.merge_every, self.clip = merge_every, clip
         self.generator = torch.Generator().manual_seed(seed)

@@ -72,8 +72,9 @@ def add_reference_logps(model: PreTrainedModel, dataset: Dataset, collator: Pair
     with torch.no_grad():
         for start in range(0, len(dataset), REF_BATCH):
             batch = plain(dataset.select(range(start, min(start + REF_BATCH, len(dataset)))))
-            logits = model(input_ids=batch["input_ids"].to(model.device), attention_mask=batch["attention_mask"].to(model.device)).logits
-            logps = sequence_logps(logits, batch["labels"].to(model.device)).tolist()
+            batch = {name: tensor.to(model.device) for name, tensor in batch.items()}
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            logps = sequence_logps(logits, batch["labels"]).tolist()
             half = len(logps) // 2
             chosen += logps[:half]
             rejected += logps[half:]
