@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -21,9 +22,16 @@ def task_states(flow_run_id: str) -> dict[str, list[str]]:
         async with get_client() as client:
             return await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
 
+    # Prefect records task runs from events, asynchronously: right after a flow
+    # returns, a task run may not have its state yet.
+    for _ in range(40):
+        runs = anyio.run(read)
+        if all(run.state is not None for run in runs):
+            break
+        time.sleep(0.25)
     states = defaultdict(list)
-    for run in anyio.run(read):
-        states[run.name.rsplit("-", 1)[0]].append(run.state.name)
+    for run in runs:
+        states[run.name.rsplit("-", 1)[0]].append(run.state.name if run.state else "Pending")
     return states
 
 

@@ -39,7 +39,9 @@ def test_two_rounds_end_to_end_then_cached(capsys, alignflow_home):
 
     # Every stage ran, each round's stages once per round.
     assert len(states["sample-policy"]) == 3 and len(states["revise"]) == 2 and len(states["train-policy"]) == 2
-    assert len(states["generate-answers"]) == 3 and set(states["train-reviser"]) == {"Completed"}
+    # The reviser is trained once, here or by an earlier run with the same reviser settings
+    # (configs/compare-tiny.yaml shares them on purpose).
+    assert len(states["generate-answers"]) == 3 and len(states["train-reviser"]) == 1
     for link in SHARED_LINKS:
         assert read_manifest(run_dir / "shared" / link) or read_manifest(run_dir / "round-0" / link), link
     for k in (1, 2):
