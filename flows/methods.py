@@ -14,6 +14,7 @@ from prefect import flow
 
 from flows.common import pipeline_run
 from flows.evaluate import evaluate_round, score_answers, suite_items
+from flows.seft import STAGES as SEFT_STAGES
 from flows.seft import build_reviser, revise_samples, sample, score_samples, train
 from pipeline_lib import method_rows
 from pipeline_lib.config import Recipe
@@ -25,20 +26,9 @@ from tasks.models import provision_model
 from tasks.stage import run_stage
 from tasks.training import train_policy
 
-# In the order the flows first run them, for --from-stage.
-STAGES = [
-    "prepare-suite",
-    "generate-answers",
-    "score",
-    "sample-policy",
-    "score-samples",
-    "build-reviser-data",
-    "warmup-reviser",
-    "train-reviser",
-    "revise",
-    "build-training-rows",
-    "train-policy",
-]
+# In the order the flows first run them, for --from-stage: SEFT's, with the
+# methods' own row building where SEFT selects its targets.
+STAGES = [("build-training-rows" if stage == "select-targets" else stage) for stage in SEFT_STAGES]
 Rounds = dict[int, dict[str, float]]
 
 
