@@ -13,7 +13,7 @@ VLLM_VENV := .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.alignflow-installed
 VLLM_VERSION := 0.32.0
 
-.PHONY: setup setup-vllm run test ui doctor clean-venv
+.PHONY: setup setup-vllm run test ui serve doctor clean-venv
 
 setup: $(STAMP)
 	@if [ -n "$$ALIGNFLOW_SKIP_VLLM" ]; then echo "setup: ALIGNFLOW_SKIP_VLLM is set; sampling will use HF"; \
@@ -54,6 +54,11 @@ test: setup
 
 ui: setup
 	$(BIN)/alignflow ui
+
+# Serves deployments/deployments.yaml to the Prefect server `make ui` starts
+# (or to the one PREFECT_API_URL names).
+serve: setup
+	PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:4200/api} $(BIN)/alignflow serve
 
 doctor: setup
 	$(BIN)/alignflow doctor

@@ -52,6 +52,20 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("recipe", help="path to a comparison recipe, e.g. configs/compare.yaml")
     compare.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
 
+    runs = _command(commands, "runs", "list the pipeline runs logged to MLflow, newest first", _runs)
+    runs.add_argument("--experiment", metavar="NAME", help="only this experiment (default: all of them)")
+    runs.add_argument("--limit", type=int, default=20, metavar="N", help="at most N runs (default 20)")
+    runs.add_argument("--tracking-uri", metavar="URI", help="default: $MLFLOW_TRACKING_URI, else the local store")
+
+    finished = _command(
+        commands, "compare", "compare finished runs: config differences, metrics by round, a plot", _compare_runs
+    )
+    finished.add_argument("runs", nargs="+", metavar="RUN", help="run id, unique id prefix (6+ chars) or run name")
+    finished.add_argument("--experiment", metavar="NAME", help="look the runs up in this experiment only")
+    finished.add_argument("--tracking-uri", metavar="URI", help="default: $MLFLOW_TRACKING_URI, else the local store")
+    finished.add_argument("--plot", metavar="PATH", help="PNG to write (default: under $ALIGNFLOW_HOME/compare)")
+    finished.add_argument("--all-metrics", action="store_true", help="every per-round metric, per family included")
+
     check = _command(commands, "check", "validate a recipe and print it resolved, without running it", _check)
     check.add_argument("recipe")
     check.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
@@ -69,6 +83,11 @@ def _parser() -> argparse.ArgumentParser:
     inspect.add_argument("--format", default="auto", choices=["auto", "hh-rlhf", "mt-bench", "plain"])
     inspect.add_argument("--column", action="append", default=[], metavar="FIELD=COLUMN")
     inspect.add_argument("--split", default="train")
+
+    serve = _command(
+        commands, "serve", "serve the flows as Prefect deployments, with their schedules, until ctrl-C", _serve
+    )
+    serve.add_argument("--file", default=None, help="deployments file (default: deployments/deployments.yaml)")
 
     _command(commands, "doctor", "check the installation and exit non-zero if something required is broken", _doctor)
     ui = _command(commands, "ui", "start the Prefect and MLflow UIs on 127.0.0.1 (ctrl-C stops both)", _ui)
@@ -93,6 +112,24 @@ def _compare(args) -> int:
     from flows.launch import launch
 
     return launch(args.recipe, args.overrides, method="compare")
+
+
+def _runs(args) -> int:
+    from pipeline_lib.run_compare import format_runs, list_runs, store_uri
+
+    runs = list_runs(args.experiment, args.limit, args.tracking_uri)
+    print(format_runs(runs) if runs else f"no pipeline runs in {store_uri(args.tracking_uri)}")
+    return 0
+
+
+def _compare_runs(args) -> int:
+    from pipeline_lib.run_compare import compare_runs, format_comparison, write_plot
+
+    comparison = compare_runs(args.runs, args.experiment, args.tracking_uri)
+    print(format_comparison(comparison, all_metrics=args.all_metrics))
+    print(f"\nplot: {write_plot(comparison, args.plot) or 'none (no run has eval metrics by round)'}")
+    print(f"mlflow compare: {comparison.url or comparison.tracking_uri}")
+    return 0
 
 
 def _check(args) -> int:
@@ -145,6 +182,12 @@ def _doctor(args) -> int:
     from flows.doctor import doctor
 
     return doctor()
+
+
+def _serve(args) -> int:
+    from flows.serve import DEFAULT_FILE, serve_deployments
+
+    return serve_deployments(args.file or DEFAULT_FILE)
 
 
 def _ui(args) -> int:

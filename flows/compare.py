@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from prefect import flow
 
+from flows import reporting
 from flows.common import pipeline_run
 from flows.methods import STAGES, run_method
 from flows.seft import run_seft
@@ -41,6 +42,7 @@ def compare_methods(recipe: str, overrides: list[str] | None = None, from_stage:
         markdown = leaderboard_markdown(rows, start)
         _log_leaderboard(parent_run_id, rows, markdown)
         (layout.root / "leaderboard.md").write_text(markdown)
+        reporting.publish_leaderboard(f"compare run {layout.name}", markdown, rows, parent_run_id)
         return {
             "run_dir": str(layout.root),
             "mlflow_run_id": parent_run_id,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from prefect import Task, flow
 
-from flows.common import pipeline_run
+from flows.common import pipeline_run, run_result
 from pipeline_lib.config import Recipe
 from pipeline_lib.runs import RunLayout, StageForcing
 from pipeline_lib.sampling import SamplingParams, resolve_backend
@@ -102,7 +102,7 @@ def evaluate(recipe: str, overrides: list[str] | None = None, from_stage: str | 
         force = StageForcing(STAGES, from_stage)
         model_path = provision_model(config.model.ref)
         metrics = evaluate_round(config, layout, model_path, 0, parent_run_id, force)
-        return {"run_dir": str(layout.root), "mlflow_run_id": parent_run_id, "rounds": {0: metrics}}
+        return run_result(config, layout, parent_run_id, {0: metrics}, None)
 
 
 FLOW = evaluate

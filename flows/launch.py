@@ -85,17 +85,6 @@ def launch(recipe_path: str, overrides: list[str], from_stage: str | None = None
     return 0
 
 
-# Extra columns a round may report (SEFT rounds do; round 0 and evaluate runs show "-").
-ROUND_COLUMNS = [
-    ("none", "revise/none", "{:.0f}"),
-    ("minor", "revise/minor", "{:.0f}"),
-    ("major", "revise/major", "{:.0f}"),
-    ("bad", "revise/malformed", "{:.0f}"),
-    ("kept", "select/accepted", "{:.0f}"),
-    ("loss", "train/loss", "{:.3f}"),
-]
-
-
 def print_report(result: dict, flow_run_id, prefect_location: str) -> None:
     if "leaderboard" in result:
         print("\n" + result["leaderboard_markdown"])
@@ -110,16 +99,10 @@ def print_report(result: dict, flow_run_id, prefect_location: str) -> None:
 
 def print_rounds(result: dict) -> None:
     from pipeline_lib.evaluation import family_table, read_metrics
+    from pipeline_lib.round_table import text_table
 
     rounds = result["rounds"]
-    extra = [column for column in ROUND_COLUMNS if any(column[1] in m for m in rounds.values())]
-    print(f"\n{'round':<7}{'score':>8}{'pass':>8}{'length':>8}" + "".join(f"{name:>7}" for name, _, _ in extra))
-    for index, metrics in sorted(rounds.items()):
-        cells = [fmt.format(metrics[key]) if key in metrics else "-" for _, key, fmt in extra]
-        print(
-            f"{index:<7}{metrics['eval/score']:>8.3f}{metrics['eval/pass_rate']:>8.3f}{metrics['eval/length']:>8.1f}"
-            + "".join(f"{cell:>7}" for cell in cells)
-        )
+    print("\n" + text_table(rounds))
     last_scores = Path(result["run_dir"]) / f"round-{max(rounds)}" / "eval-scores"
     print("\nper family, last round:\n" + family_table(read_metrics(last_scores)))
 
@@ -135,8 +118,7 @@ def _mlflow_location(run_id: str) -> str:
 
 
 def _prefect_location(flow_run_id, private: bool) -> str:
-    from prefect.settings import PREFECT_UI_URL
+    from flows.reporting import flow_run_url
 
-    if private:
-        return f"stored locally; `alignflow ui` (or `make ui`) shows it at http://127.0.0.1:4200/runs/flow-run/{flow_run_id}"
-    return f"{PREFECT_UI_URL.value()}/runs/flow-run/{flow_run_id}"
+    url = flow_run_url(str(flow_run_id))
+    return f"stored locally; `alignflow ui` (or `make ui`) shows it at {url}" if private else url

@@ -19,12 +19,14 @@ from contextlib import contextmanager
 import prefect
 from prefect.events.worker import EventsWorker
 from prefect.logging.handlers import APILogWorker
-from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
+from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, get_current_settings, temporary_settings
 
 from pipeline_lib.servers import HOST, free_port, spawn_tied, stop_group, wait_healthy
 from pipeline_lib.home import prefect_home
 
 START_ATTEMPTS = 3
+# Where `alignflow ui` (or `make ui`) serves the Prefect UI by default.
+UI_URL = f"http://{HOST}:4200"
 
 
 def _log_file():
@@ -68,7 +70,8 @@ def local_prefect_api(timeout: float = 120.0) -> Iterator[bool]:
         return
     server, url = _start(timeout)
     try:
-        with temporary_settings(updates={PREFECT_API_URL: url}):
+        # Its runs are kept in Prefect's home, which the server `alignflow ui` starts shows.
+        with temporary_settings(updates={PREFECT_API_URL: url, PREFECT_UI_URL: UI_URL}):
             try:
                 yield True
             finally:

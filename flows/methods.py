@@ -12,7 +12,7 @@ from pathlib import Path
 
 from prefect import flow
 
-from flows.common import pipeline_run
+from flows.common import pipeline_run, round_flow, run_result
 from flows.evaluate import evaluate_round, score_answers, suite_items
 from flows.seft import STAGES as SEFT_STAGES
 from flows.seft import build_reviser, revise_samples, sample, score_samples, train
@@ -30,6 +30,8 @@ from tasks.training import train_policy
 # methods' own row building where SEFT selects its targets.
 STAGES = [("build-training-rows" if stage == "select-targets" else stage) for stage in SEFT_STAGES]
 Rounds = dict[int, dict[str, float]]
+# A method's round body returns (new policy, the training rows it used).
+Round = tuple[str, str]
 
 
 def training_prompts(recipe: Recipe, layout: RunLayout, force: StageForcing) -> str:
@@ -71,76 +73,86 @@ def train_round(
     return train(train_policy, recipe, layout.stage("policy", k), policy, rows_file, config, seed, force)
 
 
-def supervised(recipe: Recipe, layout: RunLayout, base: str, parent: str, force: StageForcing) -> tuple[str, Rounds]:
+def supervised(
+    recipe: Recipe, layout: RunLayout, k: int, policy: str, items: str, previous, parent: str, force
+) -> Round:
     """SFT or IFT on the reference answers of the training prompts."""
-    items = training_prompts(recipe, layout, force)
-    data = rows(recipe, layout, "sft", 1, force, items=items)
-    policy = train_round(recipe, layout, 1, base, data, force)
-    return policy, {1: evaluate_round(recipe, layout, policy, 1, parent, force, {"train": policy})}
+    data = rows(recipe, layout, "sft", k, force, items=items)
+    return train_round(recipe, layout, k, policy, data, force), data
 
 
-def dpo(recipe: Recipe, layout: RunLayout, base: str, parent: str, force: StageForcing) -> tuple[str, Rounds]:
-    """Reference answers against the base policy's failing samples (``sampler.n`` per prompt)."""
-    items = training_prompts(recipe, layout, force)
-    samples = policy_samples(recipe, layout, 1, base, items, force)
-    scores = score_answers(score_samples, layout.stage("sample-scores", 1), items, samples, force)
-    data = rows(recipe, layout, "dpo", 1, force, items=items, scores=scores)
-    policy = train_round(recipe, layout, 1, base, data, force)
-    return policy, {1: evaluate_round(recipe, layout, policy, 1, parent, force, {"train": policy})}
+def dpo(
+    recipe: Recipe, layout: RunLayout, k: int, policy: str, items: str, previous, parent: str, force
+) -> Round:
+    """Reference answers against the policy's failing samples (``sampler.n`` per prompt)."""
+    samples = policy_samples(recipe, layout, k, policy, items, force)
+    scores = score_answers(score_samples, layout.stage("sample-scores", k), items, samples, force)
+    data = rows(recipe, layout, "dpo", k, force, items=items, scores=scores)
+    return train_round(recipe, layout, k, policy, data, force), data
 
 
-def spin(recipe: Recipe, layout: RunLayout, base: str, parent: str, force: StageForcing) -> tuple[str, Rounds]:
-    """K iterations: sample θ_t, pair its samples with the real answers, train θ_{t+1} against θ_t."""
-    items = training_prompts(recipe, layout, force)
-    policy, previous, rounds = base, None, {}
-    for k in range(1, recipe.spin.iterations + 1):
-        samples = policy_samples(recipe, layout, k, policy, items, force, n=1)
-        data = rows(recipe, layout, "spin", k, force, items=items, samples=samples, previous=previous)
-        train_config = recipe.train
-        if k == recipe.spin.iterations and recipe.spin.last_beta is not None:
-            preference = recipe.train.preference.model_copy(update={"beta": recipe.spin.last_beta})
-            train_config = recipe.train.model_copy(update={"preference": preference})
-        policy = train_round(recipe, layout, k, policy, data, force, train_config)
-        rounds[k] = evaluate_round(recipe, layout, policy, k, parent, force, {"train": policy})
-        previous = data
-    return policy, rounds
+def spin(
+    recipe: Recipe, layout: RunLayout, k: int, policy: str, items: str, previous: str | None, parent: str, force
+) -> Round:
+    """Iteration k: sample θ_{k-1}, pair its samples with the real answers (and iteration k-1's pairs),
+    train θ_k against θ_{k-1}."""
+    samples = policy_samples(recipe, layout, k, policy, items, force, n=1)
+    data = rows(recipe, layout, "spin", k, force, items=items, samples=samples, previous=previous)
+    train_config = recipe.train
+    if k == recipe.spin.iterations and recipe.spin.last_beta is not None:
+        preference = recipe.train.preference.model_copy(update={"beta": recipe.spin.last_beta})
+        train_config = recipe.train.model_copy(update={"preference": preference})
+    return train_round(recipe, layout, k, policy, data, force, train_config), data
 
 
-def figa(recipe: Recipe, layout: RunLayout, base: str, parent: str, force: StageForcing) -> tuple[str, Rounds]:
-    """The base policy's samples against their revisions: the SEFT reviser's, or the reference answers."""
-    items = training_prompts(recipe, layout, force)
-    samples = policy_samples(recipe, layout, 1, base, items, force, n=1)
+def figa(
+    recipe: Recipe, layout: RunLayout, k: int, policy: str, items: str, previous, parent: str, force
+) -> Round:
+    """The policy's samples against their revisions: the SEFT reviser's, or the reference answers."""
+    samples = policy_samples(recipe, layout, k, policy, items, force, n=1)
     revisions = None
     if recipe.figa.revised_from == "reviser":
-        reviser = build_reviser(recipe, layout, base, parent, force)
-        revisions = revise_samples(recipe, layout.stage("revisions", 1), reviser, samples, items, force)
-    data = rows(recipe, layout, "figa", 1, force, items=items, samples=samples, revisions=revisions)
-    policy = train_round(recipe, layout, 1, base, data, force)
-    return policy, {1: evaluate_round(recipe, layout, policy, 1, parent, force, {"train": policy})}
+        reviser = build_reviser(recipe, layout, policy, parent, force)
+        revisions = revise_samples(recipe, layout.stage("revisions", k), reviser, samples, items, force)
+    data = rows(recipe, layout, "figa", k, force, items=items, samples=samples, revisions=revisions)
+    return train_round(recipe, layout, k, policy, data, force), data
 
 
 BODIES = {"sft": supervised, "ift": supervised, "dpo": dpo, "spin": spin, "figa": figa}
 
 
+@round_flow("method-round")
+def method_round(
+    recipe: Recipe, layout: RunLayout, k: int, policy: str, previous: str | None, parent: str, force: StageForcing
+) -> tuple[str, dict[str, float], str]:
+    """Round k of ``recipe.method`` from ``policy``; returns (new policy, its metrics, its training rows)."""
+    items = training_prompts(recipe, layout, force)
+    policy, data = BODIES[recipe.method](recipe, layout, k, policy, items, previous, parent, force)
+    return policy, evaluate_round(recipe, layout, policy, k, parent, force, {"train": policy}), data
+
+
 def run_method(recipe: Recipe, layout: RunLayout, parent: str, force: StageForcing) -> tuple[str, Rounds]:
     """Round 0 on the starting model, then the method's rounds; returns (final model, metrics per round)."""
-    base = provision_model(recipe.model.ref)
-    rounds = {0: evaluate_round(recipe, layout, base, 0, parent, force)}
-    policy, trained = BODIES[recipe.method](recipe, layout, base, parent, force)
-    return policy, {**rounds, **trained}
+    policy = provision_model(recipe.model.ref)
+    rounds = {0: evaluate_round(recipe, layout, policy, 0, parent, force)}
+    previous = None
+    for k in range(1, (recipe.spin.iterations if recipe.method == "spin" else 1) + 1):
+        policy, rounds[k], previous = method_round(recipe, layout, k, policy, previous, parent, force)
+    return policy, rounds
 
 
 def _method_flow(method: str):
-    @flow(name=method)
     def method_flow(recipe: str, overrides: list[str] | None = None, from_stage: str | None = None) -> dict:
         with pipeline_run(recipe, overrides) as (config, layout, parent_run_id):
             if config.method != method:
                 raise ValueError(f"the {method} flow got a {config.method} recipe")
             policy, rounds = run_method(config, layout, parent_run_id, StageForcing(STAGES, from_stage))
-            run_dir = str(layout.root)
-            return {"run_dir": run_dir, "mlflow_run_id": parent_run_id, "rounds": rounds, "final_model": policy}
+            return run_result(config, layout, parent_run_id, rounds, policy)
 
-    return method_flow
+    # Named as the module attribute it is bound to, so a deployment's entrypoint
+    # (flows/methods.py:sft_flow) loads it.
+    method_flow.__name__ = method_flow.__qualname__ = f"{method}_flow"
+    return flow(name=method)(method_flow)
 
 
 sft_flow = _method_flow("sft")

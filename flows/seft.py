@@ -16,7 +16,7 @@ from typing import Any
 
 from prefect import flow
 
-from flows.common import pipeline_run
+from flows.common import pipeline_run, round_flow, run_result
 from flows.evaluate import answer_items, evaluate_round, score_answers, suite_items
 from pipeline_lib import revision, suite
 from pipeline_lib.config import Recipe
@@ -148,6 +148,7 @@ def pool_prompts(recipe: Recipe, layout: RunLayout, k: int, force: StageForcing)
     return suite_items(recipe, link, "train", force, first + recipe.seft.pool_start(k), first + recipe.seft.pool_end(k))
 
 
+@round_flow("seft-round")
 def self_evolution_round(
     recipe: Recipe, layout: RunLayout, k: int, policy: str, reviser: str, pool: str, parent_run_id: str, force
 ) -> tuple[str, dict[str, float]]:
@@ -206,7 +207,7 @@ def run_seft(config: Recipe, layout: RunLayout, parent_run_id: str, force: Stage
 def seft(recipe: str, overrides: list[str] | None = None, from_stage: str | None = None) -> dict:
     with pipeline_run(recipe, overrides) as (config, layout, parent_run_id):
         policy, rounds = run_seft(config, layout, parent_run_id, StageForcing(STAGES, from_stage))
-        return {"run_dir": str(layout.root), "mlflow_run_id": parent_run_id, "rounds": rounds, "final_model": policy}
+        return run_result(config, layout, parent_run_id, rounds, policy)
 
 
 FLOW = seft

@@ -45,7 +45,7 @@ def serve_uis(prefect_port: int = 4200, mlflow_port: int = 5000) -> int:
     artifacts = (mlflow_dir() / "artifacts").as_uri()
     commands = {
         "prefect": (
-            [_bin("prefect"), "server", "start", "--host", HOST, "--port", str(prefect_port)],
+            [_bin("prefect"), "server", "start", "--host", HOST, "--port", str(prefect_port), "--workers", "1"],
             f"http://{HOST}:{prefect_port}/api/health",
             f"http://{HOST}:{prefect_port}",
         ),

@@ -28,8 +28,12 @@ from pipeline_lib.home import alignflow_home
 
 MANIFEST = "manifest.json"
 # Test switch: a comma-separated list of stage names whose build fails on
-# purpose, to prove that a rerun resumes after a crash in that stage.
+# purpose, to prove that a rerun resumes after a crash in that stage. With
+# FAIL_WHILE_ENV naming a file, only while that file exists: a long-running
+# server keeps its environment, so removing the file is how a test "fixes the
+# cause" before retrying the run.
 FAIL_STAGE_ENV = "ALIGNFLOW_FAIL_STAGE"
+FAIL_WHILE_ENV = "ALIGNFLOW_FAIL_WHILE"
 _CHUNK = 1 << 20
 # Stage folders are named by this many hex digits of their key.
 _KEY_CHARS = 24
@@ -262,7 +266,7 @@ def build_stage(
     with writer_lock(folder):
         if not force and is_complete(folder, key):
             return folder
-        if stage in os.environ.get(FAIL_STAGE_ENV, "").split(","):
+        if _failure_injected(stage):
             raise InjectedFailure(f"failure injected into stage {stage!r} by {FAIL_STAGE_ENV} (a switch for tests)")
         started = time.time()
         with atomic_dir(folder, locked=True) as tmp:
@@ -279,3 +283,10 @@ def build_stage(
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
     return folder
+
+
+def _failure_injected(stage: str) -> bool:
+    if stage not in os.environ.get(FAIL_STAGE_ENV, "").split(","):
+        return False
+    condition = os.environ.get(FAIL_WHILE_ENV)
+    return condition is None or Path(condition).exists()

@@ -75,7 +75,11 @@ def run_stage(
     # stderr, not Prefect's logger: the console shows WARNING and above only,
     # and the UI already shows each stage's state (Cached / Completed).
     print(f"stage {stage.name} ({link_as.parent.name}/{link_as.name}): {status}", file=sys.stderr, flush=True)
-    stage.with_options(refresh_cache=refresh)(out_dir=str(out_dir), key=key, force=force, **params)
+    # Named by where it runs, so the UI tells round 1's training from round 2's.
+    run_name = f"{stage.name}/{link_as.parent.name}"
+    stage.with_options(refresh_cache=refresh, task_run_name=run_name)(
+        out_dir=str(out_dir), key=key, force=force, **params
+    )
     link(link_as, out_dir)
     # The folder is a function of the key; a cached return value from another
     # time can never point anywhere else.

@@ -10,29 +10,45 @@ from pathlib import Path
 import anyio
 import psutil
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterParentFlowRunId
 
 from flows.cli import main
 
 
-def task_states(flow_run_id: str) -> dict[str, list[str]]:
-    """Stage name -> the states of its task runs in one flow run (a stage may run once per round)."""
+def task_runs(flow_run_id) -> list:
+    """Every task run of a flow run and of its round subflows, every attempt."""
 
     async def read():
         async with get_client() as client:
-            return await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+            children = await client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id]))
+            )
+            ids = [flow_run_id, *(child.id for child in children)]
+            return await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)))
 
+    return anyio.run(read)
+
+
+def task_states(flow_run_id: str) -> dict[str, list[str]]:
+    """Stage name -> the states of its task runs in a flow run and its round subflows (one per round)."""
     # Prefect records task runs from events, asynchronously: right after a flow
     # returns, a task run may not have its state yet.
     for _ in range(40):
-        runs = anyio.run(read)
+        runs = task_runs(flow_run_id)
         if all(run.state is not None for run in runs):
             break
         time.sleep(0.25)
     states = defaultdict(list)
     for run in runs:
-        states[run.name.rsplit("-", 1)[0]].append(run.state.name if run.state else "Pending")
+        if run.state and run.state.state_details.child_flow_run_id:
+            continue  # the placeholder of a round subflow in its parent, not a task
+        states[stage_of(run.name)].append(run.state.name if run.state else "Pending")
     return states
+
+
+def stage_of(task_run_name: str) -> str:
+    """``train-policy/round-1`` (a stage) or ``log-round-a1b`` (another task) -> the task's name."""
+    return task_run_name.split("/")[0] if "/" in task_run_name else task_run_name.rsplit("-", 1)[0]
 
 
 def run_recipe(capsys, recipe: str, *extra: str) -> tuple[str, dict[str, list[str]]]:

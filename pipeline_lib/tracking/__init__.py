@@ -36,7 +36,13 @@ from pipeline_lib.tracking.runs import (  # noqa: E402
     start_child_run,
     start_pipeline_run,
 )
-from pipeline_lib.tracking.store import configure, default_tracking_uri, run_url  # noqa: E402
+from pipeline_lib.tracking.store import (  # noqa: E402
+    configure,
+    default_tracking_uri,
+    run_page,
+    run_url,
+    ui_address,
+)
 
 __all__ = [
     "configure",
@@ -51,9 +57,11 @@ __all__ = [
     "log_metrics",
     "log_table",
     "log_text",
+    "run_page",
     "run_url",
     "sanitize_metric_name",
     "set_tags",
     "start_child_run",
     "start_pipeline_run",
+    "ui_address",
 ]

@@ -58,11 +58,12 @@ def run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str | None:
     which has no server, the command that starts one and the page it will show.
     None for stores with no UI we know how to address.
     """
-    page = f"#/experiments/{experiment_id}/runs/{run_id}"
+    page = run_page(experiment_id, run_id)
+    address = ui_address(tracking_uri)
     if _is_http(tracking_uri):
-        return f"{tracking_uri.rstrip('/')}/{page}"
-    if tracking_uri == default_tracking_uri():
-        return f"`alignflow ui` (or `make ui`), then http://127.0.0.1:{_UI_PORT}/{page}"
+        return f"{address}/{page}"
+    if address:
+        return f"`alignflow ui` (or `make ui`), then {address}/{page}"
     if tracking_uri.startswith("sqlite:"):
         # One worker and no job runner: the defaults start ~11 processes (~1.9 GB).
         return (
@@ -70,6 +71,21 @@ def run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str | None:
             f"--port {_UI_PORT} --backend-store-uri {shlex.quote(tracking_uri)}"
             f" ; then open http://127.0.0.1:{_UI_PORT}/{page}"
         )
+    return None
+
+
+def run_page(experiment_id: str, run_id: str) -> str:
+    """A run's page, relative to the MLflow UI's address."""
+    return f"#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def ui_address(tracking_uri: str) -> str | None:
+    """The MLflow UI that shows this store: the server itself for an http store, the one
+    `alignflow ui` starts for the local store, None for any other."""
+    if _is_http(tracking_uri):
+        return tracking_uri.rstrip("/")
+    if tracking_uri == default_tracking_uri():
+        return f"http://127.0.0.1:{_UI_PORT}"
     return None
 
 

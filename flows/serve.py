@@ -1,0 +1,112 @@
+"""`alignflow serve` / `make serve`: the flows as Prefect deployments, with schedules and concurrency limits.
+
+What is served is listed in ``deployments/deployments.yaml``: each entry
+names a recipe (which decides the flow), its default overrides, and
+optionally a cron schedule. Runs execute in this process's children, against
+the Prefect server in PREFECT_API_URL (by default the one `alignflow ui`
+starts), and stop when this command stops.
+"""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import yaml
+from prefect import serve
+from prefect.client.orchestration import get_client
+from prefect.schedules import Cron
+from prefect.settings import PREFECT_API_URL
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from flows.launch import method_flow
+from flows.local_api import UI_URL
+from pipeline_lib.config import load_recipe
+from pipeline_lib.errors import UserError
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_FILE = REPO / "deployments" / "deployments.yaml"
+
+
+class DeploymentEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    recipe: str
+    overrides: list[str] = []
+    cron: str | None = None
+    timezone: str = "UTC"
+    description: str | None = None
+    tags: list[str] = []
+
+
+class ServeFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    limit: int = Field(default=2, ge=1)
+    concurrency: dict[str, int] = {}
+    deployments: list[DeploymentEntry] = Field(min_length=1)
+
+
+def load_serve_file(path: str | Path) -> ServeFile:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as error:
+        raise UserError(f"cannot read deployments file {path}: {error.strerror}") from None
+    except yaml.YAMLError as error:
+        raise UserError(f"{path} is not valid YAML: {error}") from None
+    try:
+        return ServeFile.model_validate(raw or {})
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise UserError(f"{path}: {where}: {first['msg']}") from None
+
+
+def build_deployments(spec: ServeFile, base: Path = REPO) -> list:
+    """Each entry as a deployment of its recipe's flow; a recipe that does not validate stops here, not at 2 a.m."""
+    deployments = []
+    for entry in spec.deployments:
+        recipe_path = (base / entry.recipe).resolve()
+        recipe = load_recipe(str(recipe_path), entry.overrides)
+        deployments.append(
+            method_flow(recipe.method).to_deployment(
+                name=entry.name,
+                parameters={"recipe": str(recipe_path), "overrides": entry.overrides},
+                schedules=[Cron(entry.cron, timezone=entry.timezone)] if entry.cron else None,
+                description=entry.description or f"{recipe.method}: {entry.recipe} {' '.join(entry.overrides)}".strip(),
+                tags=["alignflow", recipe.method, *entry.tags],
+            )
+        )
+    return deployments
+
+
+def apply_concurrency_limits(limits: dict[str, int]) -> None:
+    """Tag limits as Prefect's global concurrency limits ``tag:<tag>``, which every task run with that tag takes a slot of."""
+    with get_client(sync_client=True) as client:
+        for tag, limit in limits.items():
+            client.upsert_global_concurrency_limit_by_name(f"tag:{tag}", limit)
+
+
+def serve_deployments(path: str | Path = DEFAULT_FILE) -> int:
+    spec = load_serve_file(path)
+    _check_server()
+    deployments = build_deployments(spec)
+    apply_concurrency_limits(spec.concurrency)
+    for tag, limit in spec.concurrency.items():
+        print(f"concurrency: stages tagged {tag!r} run at most {limit} at a time")
+    serve(*deployments, limit=spec.limit)
+    return 0
+
+
+def _check_server() -> None:
+    url = PREFECT_API_URL.value()
+    if not url:
+        raise UserError(
+            f"no Prefect server to serve to: start one with `alignflow ui` (or `make ui`), "
+            f"then `export PREFECT_API_URL={UI_URL}/api`"
+        )
+    try:
+        urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=5).close()
+    except (urllib.error.URLError, OSError) as error:
+        raise UserError(f"the Prefect server at {url} is not reachable ({error}); is `alignflow ui` running?") from None
