@@ -19,6 +19,7 @@ FLOW_MODULES = {
     "evaluate": "flows.evaluate",
     "seft": "flows.seft",
     "compare": "flows.compare",
+    "cel": "flows.cel",
     **{method: "flows.methods" for method in ("sft", "ift", "dpo", "spin", "figa")},
 }
 
@@ -104,7 +105,8 @@ def print_rounds(result: dict) -> None:
     rounds = result["rounds"]
     print("\n" + text_table(rounds))
     last_scores = Path(result["run_dir"]) / f"round-{max(rounds)}" / "eval-scores"
-    print("\nper family, last round:\n" + family_table(read_metrics(last_scores)))
+    if last_scores.exists():  # suite runs; a CEL run plays games instead
+        print("\nper family, last round:\n" + family_table(read_metrics(last_scores)))
 
 
 def _mlflow_location(run_id: str) -> str:

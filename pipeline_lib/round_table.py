@@ -4,30 +4,33 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-# (column, metric, format). The first three every round has; the rest only
-# rounds that train (SEFT's decisions, any method's loss) report, so a column
-# appears when some round has it and reads "-" elsewhere.
+# (column, metric, format). A column appears when some round has its metric
+# and reads "-" in rounds without it: suite runs have the eval/ scores, rounds
+# that train add SEFT's decisions and the loss, CEL rounds their game metrics.
 COLUMNS = [
     ("score", "eval/score", "{:.3f}"),
     ("pass", "eval/pass_rate", "{:.3f}"),
     ("length", "eval/length", "{:.1f}"),
-]
-OPTIONAL_COLUMNS = [
     ("none", "revise/none", "{:.0f}"),
     ("minor", "revise/minor", "{:.0f}"),
     ("major", "revise/major", "{:.0f}"),
     ("bad", "revise/malformed", "{:.0f}"),
     ("kept", "select/accepted", "{:.0f}"),
     ("loss", "train/loss", "{:.3f}"),
+    ("success", "eval/success_rate", "{:.3f}"),
+    ("steps", "eval/mean_steps", "{:.1f}"),
+    ("invalid", "eval/invalid_rate", "{:.3f}"),
+    ("wm acc", "eval/world_model_accuracy", "{:.3f}"),
+    ("learned", "learn/success_rate", "{:.3f}"),
 ]
 Rounds = Mapping[int, Mapping[str, float]]
 
 
 def round_table(rounds: Rounds) -> tuple[list[str], list[list[str]]]:
     """Header and formatted rows, one row per round in order."""
-    columns = COLUMNS + [c for c in OPTIONAL_COLUMNS if any(c[1] in metrics for metrics in rounds.values())]
+    columns = [c for c in COLUMNS if any(metrics.get(c[1]) is not None for metrics in rounds.values())]
     rows = [
-        [str(index)] + [fmt.format(metrics[key]) if key in metrics else "-" for _, key, fmt in columns]
+        [str(index)] + [fmt.format(metrics[key]) if metrics.get(key) is not None else "-" for _, key, fmt in columns]
         for index, metrics in sorted(rounds.items())
     ]
     return ["round"] + [name for name, _, _ in columns], rows
@@ -35,7 +38,7 @@ def round_table(rounds: Rounds) -> tuple[list[str], list[list[str]]]:
 
 def text_table(rounds: Rounds) -> str:
     header, rows = round_table(rounds)
-    widths = [7] + [8] * 3 + [7] * (len(header) - 4)
+    widths = [7] + [8] * (len(header) - 1)
     lines = [header] + rows
     return "\n".join(
         "".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(line, widths)))

@@ -43,7 +43,7 @@ def test_the_shipped_deployments_file_validates_and_schedules_nightly_seft():
     assert nightly.schedules[0].schedule.cron == "0 2 * * *"
     assert nightly.parameters["recipe"] == str(REPO / "configs" / "seft.yaml")
     assert "seft.rounds=3" in nightly.parameters["overrides"]
-    assert {flow for flow, _ in deployments} >= {"seft", "evaluate", "sft", "ift", "dpo", "spin", "figa"}
+    assert {flow for flow, _ in deployments} >= {"seft", "evaluate", "sft", "ift", "dpo", "spin", "figa", "cel"}
     assert spec.concurrency == {"accelerator": 1}
     # Every flow must load from its entrypoint, as a worker would load it.
     assert all(":" in d.entrypoint and "<locals>" not in d.entrypoint for d in deployments.values())
