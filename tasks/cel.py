@@ -46,14 +46,22 @@ class _LazySampler:
         return self._parts
 
 
-def _episodes(shards: Path, seeds: list[int], force: bool) -> Iterator[tuple[int, int, Path, dict | None]]:
-    """(index, seed, shard file, its saved record or None) of each episode, in order."""
+def _episodes(
+    shards: Path, seeds: list[int], force: bool, model: _LazySampler, play: Callable[..., dict]
+) -> Iterator[dict]:
+    """Each episode's record, in order: from its shard file, or ``play(sampler, render, index, seed)``
+    written to one. The caller may change what the next ``play`` uses (the knowledge) in between."""
     if force:
         shutil.rmtree(shards, ignore_errors=True)
     shards.mkdir(parents=True, exist_ok=True)
     for index, seed in enumerate(seeds):
         shard = shards / f"episode-{index:04d}.json"
-        yield index, seed, shard, json.loads(shard.read_text()) if shard.exists() else None
+        played = not shard.exists()
+        if played:
+            atomic_write_text(shard, json.dumps(play(*model.get(), index, seed)))
+        record = json.loads(shard.read_text())
+        _progress(index, len(seeds), record, played)
+        yield record
 
 
 def _progress(index: int, total: int, record: dict, played: bool) -> None:
@@ -88,24 +96,19 @@ def cel_learn(
         options = cel.agent_options(game, seed, evaluation=False)
         knowledge = cel.starting_knowledge(game)
         trajectories, history = [], []
+
+        def play(sampler, render, index: int, episode_seed: int) -> dict:
+            env = cel.make_game(game)
+            trajectory = agent.play_episode(sampler, render, env, knowledge, options, episode_seed, index)
+            learned, reflection = agent.reflect(sampler, render, knowledge, trajectory, options, index)
+            return {"trajectory": trajectory.to_dict(), "knowledge": learned.to_dict(), "reflection": reflection.to_dict()}
+
         with ExitStack() as stack:
             model = _LazySampler(stack, model_path, dtype, sampler)
-            for index, episode_seed, shard, saved in _episodes(shards, seeds, force):
-                played = saved is None
-                if played:
-                    env = cel.make_game(game)
-                    trajectory = agent.play_episode(*model.get(), env, knowledge, options, episode_seed, index)
-                    knowledge, reflection = agent.reflect(*model.get(), knowledge, trajectory, options, index)
-                    saved = {
-                        "trajectory": trajectory.to_dict(),
-                        "knowledge": knowledge.to_dict(),
-                        "reflection": reflection.to_dict(),
-                    }
-                    atomic_write_text(shard, json.dumps(saved))
-                _progress(index, len(seeds), saved, played)
-                trajectories.append(agent.Trajectory.from_dict(saved["trajectory"]))
-                knowledge = agent.Knowledge.from_dict(saved["knowledge"])
-                history.append({"episode": index, **saved["knowledge"], "reflection": saved["reflection"]})
+            for index, record in enumerate(_episodes(shards, seeds, force, model, play)):
+                trajectories.append(agent.Trajectory.from_dict(record["trajectory"]))
+                knowledge = agent.Knowledge.from_dict(record["knowledge"])
+                history.append({"episode": index, **record["knowledge"], "reflection": record["reflection"]})
         atomic_write_text(tmp / KNOWLEDGE_FILE, json.dumps(knowledge.to_dict(), indent=2))
         atomic_write_text(tmp / KNOWLEDGE_HISTORY_FILE, "".join(json.dumps(h) + "\n" for h in history))
         return _write_outputs(tmp, trajectories, seeds)
@@ -131,18 +134,15 @@ def cel_evaluate(
         seeds = cel.held_out_seeds(game, seed)
         options = cel.agent_options(game, seed, evaluation=True)
         knowledge = read_knowledge(knowledge_dir) if knowledge_dir else cel.starting_knowledge(game)
-        trajectories = []
+
+        def play(sampler, render, index: int, episode_seed: int) -> dict:
+            env = cel.make_game(game)
+            return {"trajectory": agent.play_episode(sampler, render, env, knowledge, options, episode_seed, index).to_dict()}
+
         with ExitStack() as stack:
             model = _LazySampler(stack, model_path, dtype, sampler)
-            for index, episode_seed, shard, saved in _episodes(shards, seeds, force):
-                played = saved is None
-                if played:
-                    env = cel.make_game(game)
-                    trajectory = agent.play_episode(*model.get(), env, knowledge, options, episode_seed, index)
-                    saved = {"trajectory": trajectory.to_dict()}
-                    atomic_write_text(shard, json.dumps(saved))
-                _progress(index, len(seeds), saved, played)
-                trajectories.append(agent.Trajectory.from_dict(saved["trajectory"]))
+            records = list(_episodes(shards, seeds, force, model, play))
+        trajectories = [agent.Trajectory.from_dict(r["trajectory"]) for r in records]
         atomic_write_text(tmp / KNOWLEDGE_FILE, json.dumps(knowledge.to_dict(), indent=2))
         return _write_outputs(tmp, trajectories, seeds)
 

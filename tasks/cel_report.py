@@ -9,10 +9,8 @@ from pathlib import Path
 from prefect import task
 
 from pipeline_lib import tracking
-from pipeline_lib.config import hash_json
-from pipeline_lib.store import digest_path
 from tasks.cel import KNOWLEDGE_HISTORY_FILE, TRAJECTORIES_FILE, read_metrics
-from tasks.evaluation import TAG_OUTPUTS
+from tasks.evaluation import round_child_run
 
 # An MLflow table the UI still opens quickly.
 TABLE_ROWS = 2000
@@ -35,18 +33,13 @@ def log_cel_round(parent_run_id: str, round_index: int, eval_dir: str, learn_dir
     logged and logs nothing twice.
     """
     metrics = round_metrics(eval_dir, learn_dir)
-    digests = [digest_path(d) for d in (eval_dir, learn_dir) if d]
-    name, tags = f"round-{round_index}", {TAG_OUTPUTS: hash_json(digests)}
-    if tracking.find_child_run(parent_run_id, name, tags):
-        return metrics
-    with tracking.start_child_run(parent_run_id, name, step=round_index, tags=tags) as child:
-        run_id = child.info.run_id
-        tracking.log_metrics(metrics, step=round_index, run_id=run_id)
+    with round_child_run(parent_run_id, round_index, [d for d in (eval_dir, learn_dir) if d], metrics) as run_id:
+        if run_id is None:
+            return metrics
         tracking.log_artifact(Path(eval_dir) / "metrics.json", "held-out", run_id=run_id)
         tracking.log_table(_step_rows(eval_dir), f"cel/held_out_trajectories_round{round_index}.json", run_id=run_id)
         if learn_dir:
             _log_learning(learn_dir, run_id)
-        tracking.log_metrics(metrics, step=round_index, run_id=parent_run_id)
     return metrics
 
 

@@ -1,6 +1,7 @@
 """Scoring and reporting stages."""
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 from prefect import task
@@ -52,13 +53,10 @@ def log_round(
     round_dirs = dict(round_dirs or {})
     summary = read_metrics(Path(scores_dir))
     metrics = {**flat_metrics(summary), **round_metrics(round_dirs)}
-    digests = [digest_path(scores_dir)] + [digest_path(round_dirs[name]) for name in sorted(round_dirs)]
-    name, tags = f"round-{round_index}", {TAG_OUTPUTS: hash_json(digests)}
-    if tracking.find_child_run(parent_run_id, name, tags):
-        return metrics
-    with tracking.start_child_run(parent_run_id, name, step=round_index, tags=tags) as child:
-        run_id = child.info.run_id
-        tracking.log_metrics(metrics, step=round_index, run_id=run_id)
+    outputs = [scores_dir] + [round_dirs[name] for name in sorted(round_dirs)]
+    with round_child_run(parent_run_id, round_index, outputs, metrics) as run_id:
+        if run_id is None:
+            return metrics
         tracking.log_dataset(Path(items_dir) / ITEMS_FILE, name="suite-eval", context="eval", run_id=run_id)
         tracking.log_table(
             _sample_rows(Path(scores_dir) / SCORES_FILE), f"eval_samples_round{round_index}.json", run_id=run_id
@@ -67,10 +65,25 @@ def log_round(
         figure = family_figure(summary, f"held-out suite, round {round_index}")
         tracking.log_figure(figure, f"eval/families_round{round_index}.png", run_id=run_id)
         _log_round_outputs(round_index, round_dirs, run_id)
+    return metrics
+
+
+@contextmanager
+def round_child_run(
+    parent_run_id: str, round_index: int, outputs: list[str], metrics: Mapping[str, float | None]
+) -> Iterator[str | None]:
+    """The child run ``round-K`` with the round's metrics logged, to log the rest into; None when a
+    run over these very outputs was logged before (a resumed run logs nothing twice)."""
+    name, tags = f"round-{round_index}", {TAG_OUTPUTS: hash_json([digest_path(d) for d in outputs])}
+    if tracking.find_child_run(parent_run_id, name, tags):
+        yield None
+        return
+    with tracking.start_child_run(parent_run_id, name, step=round_index, tags=tags) as child:
+        tracking.log_metrics(metrics, step=round_index, run_id=child.info.run_id)
+        yield child.info.run_id
         # Inside the block: the child only ends FINISHED (and is skipped on a
         # rerun) once the parent has its point too.
         tracking.log_metrics(metrics, step=round_index, run_id=parent_run_id)
-    return metrics
 
 
 def _log_round_outputs(round_index: int, round_dirs: Mapping[str, str], run_id: str) -> None:

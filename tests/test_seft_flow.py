@@ -157,7 +157,7 @@ def test_bad_seft_settings_are_one_line_errors(capsys, override, message):
 
 def test_sigkill_during_round_2_training_resumes_at_that_stage(capsys, alignflow_home, tmp_path):
     # Long enough training that the kill lands inside it; settings of its own.
-    settings = ["train.epochs=40"]
+    settings = ["train.epochs=15"]
     log = tmp_path / "run.log"
     script = Path(sys.executable).with_name("alignflow")
     with open(log, "w") as out:
