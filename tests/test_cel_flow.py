@@ -151,7 +151,7 @@ def test_cel_tiny_learns_logs_knowledge_per_episode_and_resumes(capsys, alignflo
 @pytest.mark.parametrize("game", ["sokoban", "minesweeper"])
 def test_cel_tiny_runs_every_game(game, capsys, alignflow_home):
     recipe_path = str(REPO / "configs" / f"cel-{game}-tiny.yaml")
-    settings = ["cel.sft.enabled=false", "cel.baseline=false"]
+    settings = ["cel.sft.enabled=false", "cel.baseline=false", "cel.learn_episodes=1", "cel.max_steps=2"]
     recipe, run_dir = _run_dir(alignflow_home, recipe_path, *settings)
     _, states = run_recipe(capsys, recipe_path, *settings)
     assert states["cel-learn"] == ["Completed"] and states["cel-evaluate"] == ["Completed"]
@@ -160,7 +160,7 @@ def test_cel_tiny_runs_every_game(game, capsys, alignflow_home):
 
 
 def test_a_killed_learning_stage_resumes_at_the_episode_it_was_in(alignflow_home, tmp_path):
-    settings = ["cel.learn_episodes=4", "cel.baseline=false", "cel.sft.enabled=false", "cel.max_steps=6"]
+    settings = ["cel.learn_episodes=4", "cel.baseline=false", "cel.sft.enabled=false", "cel.max_steps=3"]
     script = Path(sys.executable).with_name("alignflow")
     log = tmp_path / "first.log"
     with log.open("w") as stream:
