@@ -55,9 +55,11 @@ def evaluate_held_out(
     recipe: Recipe, layout: RunLayout, k: int, model: str, knowledge_dir: str | None, force: StageForcing
 ) -> str:
     inputs = {"model": model, **({"knowledge": str(Path(knowledge_dir) / "knowledge.json")} if knowledge_dir else {})}
+    # The layouts themselves, not learn_episodes: held-out seeds skip the learning levels.
+    config = {**_play_config(recipe, NOT_PLAYING), "layouts": cel.held_out_seeds(recipe.cel, recipe.seed)}
     return run_stage(
         cel_evaluate,
-        config=_play_config(recipe, NOT_PLAYING),
+        config=config,
         inputs=inputs,
         link_as=layout.stage("cel-evaluate", k),
         force=force,
