@@ -10,7 +10,6 @@ goes through the recipe's sampler, so any backend and any model can play.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from prefect import flow
@@ -23,7 +22,7 @@ from pipeline_lib.method_rows import TRAIN_ROWS_FILE
 from pipeline_lib.runs import RunLayout, StageForcing
 from pipeline_lib.sampling import derive_seed, resolve_backend
 from pipeline_lib.store import read_manifest, source_digest
-from tasks.cel import cel_evaluate, cel_learn, cel_sft_rows
+from tasks.cel import KNOWLEDGE_FILE, cel_evaluate, cel_learn, cel_sft_rows, read_knowledge
 from tasks.cel_report import log_cel_round
 from tasks.models import provision_model
 from tasks.stage import run_stage
@@ -54,7 +53,7 @@ def _play_params(recipe: Recipe, model: str) -> dict:
 def evaluate_held_out(
     recipe: Recipe, layout: RunLayout, k: int, model: str, knowledge_dir: str | None, force: StageForcing
 ) -> str:
-    inputs = {"model": model, **({"knowledge": str(Path(knowledge_dir) / "knowledge.json")} if knowledge_dir else {})}
+    inputs = {"model": model, **({"knowledge": str(Path(knowledge_dir) / KNOWLEDGE_FILE)} if knowledge_dir else {})}
     # The layouts themselves, not learn_episodes: held-out seeds skip the learning levels.
     config = {**_play_config(recipe, NOT_PLAYING), "layouts": cel.held_out_seeds(recipe.cel, recipe.seed)}
     return run_stage(
@@ -123,8 +122,8 @@ def run_cel(recipe: Recipe, layout: RunLayout, parent: str, force: StageForcing)
         policy, metrics = sft_round(recipe, layout, 2, policy, learned, parent, force)
         if metrics is not None:
             rounds[2] = metrics
-    knowledge = json.loads((Path(learned) / "knowledge.json").read_text())
-    print(f"cel: learned rules ({len(knowledge['rules'])} chars) and playbook ({len(knowledge['playbook'])} chars) in {learned}")
+    knowledge = read_knowledge(learned)
+    print(f"cel: learned rules ({len(knowledge.rules)} chars) and playbook ({len(knowledge.playbook)} chars) in {learned}")
     return policy, rounds
 
 

@@ -36,16 +36,15 @@ def held_out_seeds(cel: CelConfig, seed: int) -> list[int]:
     for s in learning_seeds(cel, seed):
         game.reset(s)
         seen.add(game.layout_key())
+    start = seed * SEED_STRIDE + HELD_OUT_OFFSET
     chosen: list[int] = []
-    candidate = seed * SEED_STRIDE + HELD_OUT_OFFSET
-    for _ in range(cel.eval_episodes + MAX_SKIPS):
-        if len(chosen) == cel.eval_episodes:
-            return chosen
+    for candidate in range(start, start + cel.eval_episodes + MAX_SKIPS):
         game.reset(candidate)
         if game.layout_key() not in seen:
             seen.add(game.layout_key())
             chosen.append(candidate)
-        candidate += 1
+            if len(chosen) == cel.eval_episodes:
+                return chosen
     raise UserError(
         f"cel: {cel.game} with knobs {cel.knobs} has too few distinct levels for "
         f"{cel.learn_episodes} learning and {cel.eval_episodes} held-out episodes; use a larger board"

@@ -29,7 +29,7 @@ METRICS_FILE = "metrics.json"
 
 class _LazySampler:
     """Start the model only when an episode is left to play: a resumed stage with every
-    episode on disk, or an SFT stage with nothing to train on, loads nothing."""
+    episode on disk loads nothing."""
 
     def __init__(self, stack: ExitStack, model_path: str, dtype: str, sampler: SamplerConfig) -> None:
         self._stack, self._model_path, self._dtype, self._config = stack, model_path, dtype, sampler

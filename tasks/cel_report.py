@@ -9,7 +9,7 @@ from pathlib import Path
 from prefect import task
 
 from pipeline_lib import tracking
-from tasks.cel import KNOWLEDGE_HISTORY_FILE, TRAJECTORIES_FILE, read_metrics
+from tasks.cel import KNOWLEDGE_HISTORY_FILE, METRICS_FILE, TRAJECTORIES_FILE, read_metrics
 from tasks.evaluation import round_child_run
 
 # An MLflow table the UI still opens quickly.
@@ -36,7 +36,7 @@ def log_cel_round(parent_run_id: str, round_index: int, eval_dir: str, learn_dir
     with round_child_run(parent_run_id, round_index, [d for d in (eval_dir, learn_dir) if d], metrics) as run_id:
         if run_id is None:
             return metrics
-        tracking.log_artifact(Path(eval_dir) / "metrics.json", "held-out", run_id=run_id)
+        tracking.log_artifact(Path(eval_dir) / METRICS_FILE, "held-out", run_id=run_id)
         tracking.log_table(_step_rows(eval_dir), f"cel/held_out_trajectories_round{round_index}.json", run_id=run_id)
         if learn_dir:
             _log_learning(learn_dir, run_id)
@@ -45,11 +45,9 @@ def log_cel_round(parent_run_id: str, round_index: int, eval_dir: str, learn_dir
 
 def _log_learning(learn_dir: str, run_id: str) -> None:
     episodes = read_metrics(learn_dir)["episodes"]
-    wins = 0
-    for index, episode in enumerate(episodes):
-        wins += episode["success"]
+    for index, (episode, rate) in enumerate(zip(episodes, _success_so_far(episodes))):
         values = {f"episode/{name}": episode[name] for name in EPISODE_METRICS}
-        tracking.log_metrics({**values, "episode/success_rate_so_far": wins / (index + 1)}, step=index, run_id=run_id)
+        tracking.log_metrics({**values, "episode/success_rate_so_far": rate}, step=index, run_id=run_id)
     for line in (Path(learn_dir) / KNOWLEDGE_HISTORY_FILE).read_text().splitlines():
         entry = json.loads(line)
         folder = f"knowledge/episode-{entry['episode']:03d}"
@@ -70,10 +68,7 @@ def success_figure(episodes: list[dict]):
     from matplotlib.figure import Figure
 
     xs = list(range(1, len(episodes) + 1))
-    running, wins = [], 0
-    for x, episode in zip(xs, episodes):
-        wins += episode["success"]
-        running.append(wins / x)
+    running = _success_so_far(episodes)
     figure = Figure(figsize=(7, 3), layout="constrained")
     axes = figure.add_subplot()
     axes.scatter(xs, [e["success"] for e in episodes], marker="o", label="episode success")
@@ -83,6 +78,15 @@ def success_figure(episodes: list[dict]):
     axes.set_title("CEL: success by episode")
     axes.legend(loc="center right")
     return figure
+
+
+def _success_so_far(episodes: list[dict]) -> list[float]:
+    """The success rate over the first k learning episodes, for each k."""
+    rates, wins = [], 0
+    for count, episode in enumerate(episodes, start=1):
+        wins += episode["success"]
+        rates.append(wins / count)
+    return rates
 
 
 def _step_rows(stage_dir: str) -> list[dict]:
