@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 
 from pipeline_lib.errors import UserError
+from pipeline_lib.home import alignflow_home
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -24,17 +27,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USER_ERROR
     try:
+        # Every command keeps state there: an unusable home is one line here, not a traceback later.
+        alignflow_home()
         return args.handler(args) or 0
     except UserError as err:
         print(f"alignflow: error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
+        if argv is None:  # this process is the command: nothing follows but its exit
+            _ignore_further_interrupts()
         print("alignflow: interrupted; rerun the same command to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         # `alignflow check … | head`: the reader left; that is not an error.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+
+
+def _ignore_further_interrupts() -> None:
+    """The command is stopping already: another ctrl-C must not turn exit 130 into a death by SIGINT."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -45,12 +58,14 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("recipe", help="path to a recipe YAML, e.g. configs/seft.yaml")
     run.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. train.lr=1e-5")
     run.add_argument("--from-stage", metavar="NAME", help="recompute this stage and every stage after it")
+    _verify_flag(run)
 
     compare = _command(
         commands, "compare-methods", "run every method of a comparison recipe and log one leaderboard", _compare
     )
     compare.add_argument("recipe", help="path to a comparison recipe, e.g. configs/compare.yaml")
     compare.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    _verify_flag(compare)
 
     runs = _command(commands, "runs", "list the pipeline runs logged to MLflow, newest first", _runs)
     runs.add_argument("--experiment", metavar="NAME", help="only this experiment (default: all of them)")
@@ -102,16 +117,29 @@ def _command(commands, name: str, help_text: str, handler: Callable) -> argparse
     return sub
 
 
-def _run(args) -> int:
-    from flows.launch import launch
+def _verify_flag(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--verify",
+        action="store_true",
+        help="before reusing a finished stage, check its content digest too (default: file sizes and Parquet footers)",
+    )
 
-    return launch(args.recipe, args.overrides, from_stage=args.from_stage)
+
+def _launch(args, **options) -> int:
+    from flows.launch import launch
+    from tasks.stage import VERIFY_ENV
+
+    if args.verify:
+        os.environ[VERIFY_ENV] = "1"  # read by every stage, in this process and its flow runs
+    return launch(args.recipe, args.overrides, **options)
+
+
+def _run(args) -> int:
+    return _launch(args, from_stage=args.from_stage)
 
 
 def _compare(args) -> int:
-    from flows.launch import launch
-
-    return launch(args.recipe, args.overrides, method="compare")
+    return _launch(args, method="compare")
 
 
 def _runs(args) -> int:

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from prefect import Flow, flow
 
 from flows import reporting
-from pipeline_lib import tracking
+from pipeline_lib import interrupts, tracking
 from pipeline_lib.config import Recipe, load_recipe
 from pipeline_lib.runs import RunLayout, open_run
 from pipeline_lib.sampling import resolve_backend, stop_all_servers
@@ -63,6 +63,8 @@ def run_result(
     recipe: Recipe, layout: RunLayout, parent_run_id: str, rounds: dict[int, dict[str, float]], final_model: str | None
 ) -> dict:
     """What a flow returns (and `alignflow run` prints), after leaving its per-round summary in Prefect."""
+    # A ctrl-C lost since the last stage (Prefect drops one that lands in a round's teardown) crashes the run here.
+    interrupts.check()
     reporting.publish_summary(f"{recipe.method} run {layout.name}", rounds, str(layout.root), parent_run_id)
     result = {"run_dir": str(layout.root), "mlflow_run_id": parent_run_id, "rounds": rounds}
     if final_model:

@@ -9,9 +9,11 @@ import sys
 from pathlib import Path
 
 from flows.local_api import local_prefect_api
+from pipeline_lib import interrupts
 from pipeline_lib.config import load_recipe
 from pipeline_lib.errors import UserError
 from pipeline_lib.models import check_reference
+from pipeline_lib.preflight import check_data_sources
 from pipeline_lib.runs import StageForcing
 
 # recipe.method -> the module holding that method's flow (FLOW, or FLOWS[method]) and its STAGES.
@@ -67,14 +69,24 @@ def launch(recipe_path: str, overrides: list[str], from_stage: str | None = None
     module = _flow_module(recipe.method)
     StageForcing(module.STAGES, from_stage)
     check_reference(recipe.model.ref)
+    check_data_sources(recipe)
     _quiet_user_errors_on_console()
     print(f"alignflow: running {recipe.method} recipe {recipe.name!r} ({recipe_path})", file=sys.stderr)
-    with local_prefect_api() as private:
-        state = method_flow(recipe.method)(
-            recipe=str(Path(recipe_path).resolve()), overrides=list(overrides), from_stage=from_stage, return_state=True
-        )
-        flow_run_id = state.state_details.flow_run_id
-        prefect_location = _prefect_location(flow_run_id, private)
+    # A ctrl-C raises KeyboardInterrupt and is also recorded: the stages, the
+    # training steps and the sampling shards check the record, so one swallowed
+    # where it landed (a __del__, Prefect's teardown) still stops the run.
+    with interrupts.sticky_interrupts():
+        with local_prefect_api() as private:
+            state = method_flow(recipe.method)(
+                recipe=str(Path(recipe_path).resolve()),
+                overrides=list(overrides),
+                from_stage=from_stage,
+                return_state=True,
+            )
+            flow_run_id = state.state_details.flow_run_id
+            prefect_location = _prefect_location(flow_run_id, private)
+        # Last check: an interrupt the flow never saw still ends the command with 130, not 0.
+        interrupts.check()
     try:
         result = state.result()  # re-raises the flow's error, a UserError included
     except UserError:

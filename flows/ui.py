@@ -1,7 +1,8 @@
 """`alignflow ui` / `make ui`: the Prefect and MLflow UIs on loopback, stopped together.
 
 Both servers are children of this process and are stopped by PID on exit or
-ctrl-C, so nothing is left listening after the command ends.
+ctrl-C, and by the kernel if this process is killed outright (SIGKILL), so
+nothing is left listening after the command ends.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from pipeline_lib.servers import HOST, port_in_use, stop_group, wait_healthy
+from pipeline_lib.servers import HOST, port_in_use, spawn_tied, stop_group, wait_healthy
 from pipeline_lib.errors import UserError
 from pipeline_lib.home import mlflow_dir
 from pipeline_lib.tracking import default_tracking_uri
@@ -65,8 +66,7 @@ def serve_uis(prefect_port: int = 4200, mlflow_port: int = 5000) -> int:
         signal.signal(signum, _interrupt)
     try:
         for name, (command, health, _) in commands.items():
-            # A new session per server so ctrl-C here reaches them only through us.
-            process = subprocess.Popen(command, env=env, start_new_session=True)
+            process = spawn_tied(command, env=env)
             processes.append(process)
             _wait_healthy(health, process)
         print(f"Prefect UI: {commands['prefect'][2]}")

@@ -147,7 +147,8 @@ class FigaConfig(Section):
     beta: float = Field(0.5, ge=0.0, description="−β on original tokens the edit deleted or replaced")
     negative_band: list[float] = Field(
         default_factory=lambda: [0.0, 0.6],
-        description="a negative token counts only while its NLL lies in [low, high]; the reference code uses [0.6, 1.0]",
+        description="a negative token counts only while its NLL lies in [low, high]; the reference code keeps NLL <= 0.6"
+        " (0.6 <= NLL <= 1.0 before its commit of 2024-05-05: [0.6, 1.0])",
     )
 
     @field_validator("negative_band")
@@ -168,6 +169,11 @@ class MergingConfig(Section):
     rescale: bool = Field(False, description="L1-rescale the sparsified update to its norm before dropping")
     merge_every: int = Field(1, ge=1, description="K: merge the accumulated update every K steps")
     clip: float = Field(1.0, gt=0.0, description="OnDARE: τ (and a rescaled update) clipped to [−clip, clip]")
+
+
+# Objectives that train with every dropout off (pipeline_lib.training.trainers.dropout_off), so that the
+# policy's log-probabilities are comparable with the reference's.
+DROPOUT_OFF_OBJECTIVES = ("dpo", "spin", "ift")
 
 
 class TrainConfig(Section):
@@ -197,6 +203,11 @@ class TrainConfig(Section):
     def _merging_needs_full(self) -> TrainConfig:
         if self.optimizer != "adamw" and self.mode == "lora":
             raise ValueError(f"optimizer {self.optimizer!r} merges into the full weights; use mode 'full'")
+        if self.objective in DROPOUT_OFF_OBJECTIVES and "dropout" in self.lora.model_fields_set and self.lora.dropout:
+            raise ValueError(
+                f"lora.dropout is not used by objective {self.objective!r}, which trains with dropout off "
+                "(as the official SPIN and IFT trainers and TRL's DPO do); remove it"
+            )
         return self
 
 
@@ -393,7 +404,6 @@ class Recipe(Section):
     seed: int = 0
     model: ModelConfig = Field(default_factory=ModelConfig)
     suite: SuiteConfig = Field(default_factory=SuiteConfig)
-    data: DataConfig | None = None
     prompts: PromptsConfig = Field(default_factory=PromptsConfig)
     sampler: SamplerConfig = Field(default_factory=SamplerConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -411,6 +421,12 @@ class Recipe(Section):
     def _method_defaults(cls, raw: Any) -> Any:
         if not isinstance(raw, dict):
             return raw
+        if "data" in raw:
+            # Accepted once and then ignored by every method; an error until datasets by role exist.
+            raise ValueError(
+                f"section 'data' is not read by method {raw.get('method', 'evaluate')!r} (no method reads it yet): "
+                "remove it; SEFT's preference set is reviser.preference"
+            )
         method = raw.get("method")
         if method == "seft":
             raw = {"reviser": {}, "seft": {}, **raw}
@@ -489,6 +505,8 @@ def hash_json(value: Any) -> str:
 def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
     """Read a YAML recipe, apply `a.b=value` overrides, validate. Errors name the key."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path} is a directory, not a recipe file (give a YAML file such as configs/seft.yaml)")
     if not path.is_file():
         raise UserError(f"recipe file not found: {path}")
     try:

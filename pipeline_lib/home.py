@@ -8,15 +8,26 @@ tool at a temporary folder with one variable.
 import os
 from pathlib import Path
 
+from pipeline_lib.errors import UserError
+
 
 def alignflow_home() -> Path:
+    """The home, created if needed; a UserError naming it if it cannot be created or written."""
+    home = _created(home_path())
+    # An existing read-only folder passes mkdir; find out now, not in the middle of a run.
+    if not os.access(home, os.W_OK | os.X_OK):
+        raise _unusable("not writable")
+    return home
+
+
+def home_path() -> Path:
+    """Where the home is meant to be, whether or not it exists or can be created."""
     explicit = os.environ.get("ALIGNFLOW_HOME")
     if explicit:
         home = Path(explicit).expanduser()
     else:
         cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
         home = Path(cache) / "alignflow"
-    home.mkdir(parents=True, exist_ok=True)
     return home.resolve()
 
 
@@ -28,8 +39,8 @@ def runs_dir() -> Path:
     return _sub("runs")
 
 
-def prefect_home() -> Path:
-    return _sub("prefect")
+def prefect_home(create: bool = True) -> Path:
+    return _sub("prefect") if create else home_path() / "prefect"
 
 
 def mlflow_dir() -> Path:
@@ -37,9 +48,22 @@ def mlflow_dir() -> Path:
 
 
 def _sub(name: str) -> Path:
-    path = alignflow_home() / name
-    path.mkdir(parents=True, exist_ok=True)
+    return _created(alignflow_home() / name)
+
+
+def _created(path: Path) -> Path:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise _unusable(f"cannot create {err.filename or path}: {err.strerror}") from None
     return path
+
+
+def _unusable(reason: str) -> UserError:
+    return UserError(
+        f"the alignflow home {home_path()} is not a usable folder ({reason}); "
+        "set ALIGNFLOW_HOME to a writable folder"
+    )
 
 def vllm_dir() -> Path:
     return _sub("vllm")

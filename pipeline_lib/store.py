@@ -181,6 +181,32 @@ def writer_lock(final: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def writer_busy(final: Path) -> bool:
+    """Whether another process is writing ``final`` right now (holds its writer lock)."""
+    lock = final.with_name(f".{final.name}.lock")
+    if not lock.exists():
+        return False
+    with open(lock, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return False
+
+
+def owning_stage_folder(path: Path) -> Path | None:
+    """The stage output folder that ``path`` (the folder itself, or a file in it) belongs to."""
+    path = Path(path).resolve()
+    stages = alignflow_home() / "stages"
+    for folder in (path, *path.parents):
+        if folder.parent.parent == stages and (folder / MANIFEST).is_file():
+            return folder
+        if folder == stages:
+            break
+    return None
+
+
 def _sweep_leftovers(final: Path) -> None:
     """Remove what killed writers of ``final`` left behind; call with its writer lock held."""
     for kind in ("tmp", "old"):
@@ -199,9 +225,72 @@ def read_manifest(folder: Path) -> dict[str, Any] | None:
 
 
 def write_manifest(folder: Path, **fields: Any) -> dict[str, Any]:
-    manifest = {"digest": digest_tree(folder), **fields}
+    manifest = {"digest": digest_tree(folder), "files": _file_sizes(folder), **fields}
     atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True, default=str))
     return manifest
+
+
+def _file_sizes(folder: Path) -> dict[str, int]:
+    return {
+        file.relative_to(folder).as_posix(): file.stat().st_size
+        for file in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
+    }
+
+
+def stage_problem(folder: Path, key: str, full: bool = False) -> str | None:
+    """Why ``folder`` cannot be reused as the output for ``key``; None when it can.
+
+    The cheap check (every file the manifest lists is there with its recorded
+    size, and each Parquet footer reads) catches truncation and deletion
+    without hashing gigabytes; ``full`` compares the content digest too.
+    Nothing here looks at modification times or absolute paths, so a home
+    restored from a backup or mounted elsewhere is still reused.
+    """
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    if manifest is None:
+        return "no manifest" if folder.exists() else "not built yet"
+    if manifest.get("key") != key:
+        return "built for another key"
+    files = manifest.get("files")
+    if files is None:
+        # Written before sizes were recorded: only the digest can vouch for it.
+        return None if content_matches(folder) else "its content digest changed"
+    for name, size in files.items():
+        problem = _file_problem(folder / name, size)
+        if problem:
+            return f"{name} {problem}"
+    if full and digest_tree(folder) != manifest.get("digest"):
+        return "its content digest changed"
+    return None
+
+
+def _file_problem(path: Path, size: int) -> str | None:
+    try:
+        actual = path.stat().st_size
+    except FileNotFoundError:
+        return "is missing"
+    if actual != size:
+        return f"has {actual} bytes, {size} recorded"
+    if path.suffix == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        try:
+            pq.read_metadata(path)
+        except (pa.ArrowException, OSError) as err:
+            return f"does not read as Parquet ({str(err).splitlines()[0]})"
+    return None
+
+
+def content_matches(folder: Path) -> bool:
+    """Whether a stage output's files still hash to its manifest's digest; remembered per file state."""
+    return _remembered_digest(Path(folder)) == (read_manifest(folder) or {}).get("digest")
+
+
+def invalidate(folder: Path) -> None:
+    """Mark a stage output as not to be reused: without its manifest the next run rebuilds it."""
+    (Path(folder) / MANIFEST).unlink(missing_ok=True)
 
 
 @contextmanager
@@ -238,8 +327,7 @@ def _filled_then_renamed(final: Path) -> Iterator[Path]:
 
 
 def is_complete(folder: Path, key: str) -> bool:
-    manifest = read_manifest(folder)
-    return bool(manifest) and manifest.get("key") == key
+    return stage_problem(folder, key) is None
 
 
 def build_stage(

@@ -7,11 +7,17 @@ Prefect itself. Values are defaults only: a user who exports PREFECT_API_URL
 
 import os
 
+from pipeline_lib.errors import UserError
 from pipeline_lib.home import prefect_home
 
 
 def configure_prefect() -> None:
-    home = prefect_home()
+    try:
+        home = prefect_home()
+    except UserError:
+        # This runs on import, before even `--help` is parsed; each command
+        # reports the unusable home itself (flows.cli.main), as one line.
+        home = prefect_home(create=False)
     defaults = {
         "PREFECT_HOME": str(home),
         "PREFECT_LOCAL_STORAGE_PATH": str(home / "results"),

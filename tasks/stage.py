@@ -10,7 +10,10 @@ manifest stays the ground truth, so a deleted output is rebuilt, not trusted.
 
 from __future__ import annotations
 
+import json
+import os
 import sys
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -18,18 +21,60 @@ from typing import Any
 from prefect import Task, task
 from prefect.cache_policies import CachePolicy
 from prefect.runtime import task_run
+from prefect.settings import PREFECT_LOCAL_STORAGE_PATH
 from pydantic_core import to_jsonable_python
 
+from pipeline_lib import interrupts
 from pipeline_lib.config import hash_json
-from pipeline_lib.store import build_stage, cache_key, digest_path, is_complete, link, stage_dir
+from pipeline_lib.errors import UserError
+from pipeline_lib.store import (
+    MANIFEST,
+    build_stage,
+    cache_key,
+    content_matches,
+    digest_path,
+    invalidate,
+    link,
+    owning_stage_folder,
+    read_manifest,
+    stage_dir,
+    stage_problem,
+    writer_busy,
+)
 from tasks.settings import cache_key_storage
+
+VERIFY_ENV = "ALIGNFLOW_VERIFY"
 
 
 class StageKey(CachePolicy):
     """Cache on the precomputed stage key; never on the flow-run id or the output path."""
 
     def compute_key(self, task_ctx, inputs: dict[str, Any], flow_parameters, **kwargs) -> str | None:
-        return inputs.get("key")
+        key = inputs.get("key")
+        if key:
+            _drop_stale_record(key)
+        return key
+
+
+def _drop_stale_record(key: str) -> None:
+    """Forget Prefect's cache record of ``key`` if it cannot be read back here.
+
+    Records hold the absolute path of their result, so a home that was moved,
+    restored or mounted elsewhere has records Prefect refuses ("outside of the
+    base path"). The stage folder is the ground truth; a record is only a
+    shortcut, and a stale one must cost a rerun of the stage body, never the run.
+    """
+    record = Path(cache_key_storage()) / key
+    try:
+        stored = Path(json.loads(record.read_text())["storage_key"])
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError, KeyError, TypeError):
+        record.unlink(missing_ok=True)
+        return
+    results = Path(PREFECT_LOCAL_STORAGE_PATH.value()).resolve()
+    if not stored.is_relative_to(results) or not stored.is_file():
+        record.unlink(missing_ok=True)
 
 
 def stage_task(
@@ -62,6 +107,7 @@ def run_stage(
     ``inputs`` are the files or folders it reads (their digests go into the key);
     ``force`` is a flag or the flow's ``StageForcing``.
     """
+    interrupts.check()  # a ctrl-C swallowed since the last stage stops the run here
     if callable(force):
         force = force(stage.name)
     key = cache_key(
@@ -70,20 +116,66 @@ def run_stage(
         {name: digest_path(path) for name, path in inputs.items()},
     )
     out_dir = stage_dir(stage.name, key)
-    refresh = force or not is_complete(out_dir, key)
-    status = "forced" if force else "running" if refresh else "reusing finished output"
+    where = f"{link_as.parent.name}/{link_as.name}"
+    problem = None if force else stage_problem(out_dir, key, full=verify_requested())
+    rebuild = problem is not None and out_dir.exists()
+    waits = problem is not None and not rebuild and writer_busy(out_dir)
+    refresh = force or problem is not None
+    status = (
+        "forced" if force
+        else f"rebuilding: the finished output failed verification ({problem})" if rebuild
+        else "waiting for another run building it" if waits
+        else "running" if refresh
+        else "reusing finished output"
+    )  # fmt: skip
     # stderr, not Prefect's logger: the console shows WARNING and above only,
     # and the UI already shows each stage's state (Cached / Completed).
-    print(f"stage {stage.name} ({link_as.parent.name}/{link_as.name}): {status}", file=sys.stderr, flush=True)
+    _say(stage.name, where, status)
     # Named by where it runs, so the UI tells round 1's training from round 2's.
     run_name = f"{stage.name}/{link_as.parent.name}"
+    if refresh:
+        _check_inputs(stage.name, inputs)
+    called = time.time()
     stage.with_options(refresh_cache=refresh, task_run_name=run_name)(
-        out_dir=str(out_dir), key=key, force=force, **params
+        out_dir=str(out_dir), key=key, force=force or rebuild, **params
     )
+    manifest = read_manifest(out_dir) or {}
+    if waits and manifest.get("started_at", called) < called:
+        _say(stage.name, where, "reusing the output the other run built")
+    if manifest.get("skipped_rows"):
+        counts = ", ".join(f"{reason}: {n}" for reason, n in manifest["skipped_rows"].items())
+        _say(stage.name, where, f"skipped {sum(manifest['skipped_rows'].values())} rows ({counts}); see {out_dir / MANIFEST}")
     link(link_as, out_dir)
+    interrupts.check()
     # The folder is a function of the key; a cached return value from another
     # time can never point anywhere else.
     return str(out_dir)
+
+
+def _say(stage: str, where: str, what: str) -> None:
+    print(f"stage {stage} ({where}): {what}", file=sys.stderr, flush=True)
+
+
+def verify_requested() -> bool:
+    """``alignflow run --verify``: compare every reused output's content digest, not only its file sizes."""
+    return os.environ.get(VERIFY_ENV, "") not in ("", "0")
+
+
+def _check_inputs(stage: str, inputs: Mapping[str, str | Path]) -> None:
+    """Refuse to build on another stage's output whose content no longer matches its digest.
+
+    Such an input would fail deep inside the stage (or, worse, be read as it
+    is); instead it is marked for rebuilding and the run stops with one line.
+    The digest is remembered per file state, so this hashes each output once.
+    """
+    for name, path in inputs.items():
+        folder = owning_stage_folder(Path(path))
+        if folder is not None and not content_matches(folder):
+            invalidate(folder)
+            raise UserError(
+                f"stage {stage} cannot read its input {name!r}: the output of stage {folder.parent.name} at {folder} "
+                "is corrupt (its content no longer matches its digest); it is marked for rebuilding: rerun the same command"
+            )
 
 
 def build_with_shards(out_dir: str, stage: str, key: str, build: Callable[[Path, Path], dict], force: bool) -> str:

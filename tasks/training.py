@@ -9,10 +9,12 @@ from pipeline_lib.config import TrainConfig
 from pipeline_lib.store import build_stage
 from tasks.stage import running_stage, stage_task
 
-from pipeline_lib.seft.report import TRAIN_METRICS_FILE
+from pipeline_lib.seft.report import TRAIN_METRICS_FILE, split_measurements
 
 
-@stage_task("train-policy", tags=("accelerator",))
+# v2: dropout off for dpo, spin and ift; IFT's plain pass only at a configured λ = 0; OnTIES's
+# stable top-k; timings moved from train_metrics.json to the manifest.
+@stage_task("train-policy", version=2, tags=("accelerator",))
 def train_model(
     out_dir: str, key: str, force: bool, model_path: str, rows_file: str, train: TrainConfig, seed: int, dtype: str
 ) -> str:
@@ -25,9 +27,11 @@ def train_model(
 
     def build(tmp: Path) -> dict:
         rows = pq.read_table(rows_file).to_pylist()
-        metrics = fine_tune_rows(model_path, rows, tmp, train, seed=seed, dtype=dtype, work_dir=work)
-        (tmp / TRAIN_METRICS_FILE).write_text(json.dumps(metrics, indent=2))
-        return {"train": {k: v for k, v in metrics.items() if k != "loss_history"}}
+        outcome, timings = split_measurements(
+            fine_tune_rows(model_path, rows, tmp, train, seed=seed, dtype=dtype, work_dir=work)
+        )
+        (tmp / TRAIN_METRICS_FILE).write_text(json.dumps(outcome, indent=2))
+        return {"train": {**{k: v for k, v in outcome.items() if k != "loss_history"}, **timings}}
 
     return str(build_stage(out, running_stage(), key, build, force=force, scratch=work))
 

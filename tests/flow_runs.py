@@ -1,6 +1,7 @@
-"""Running `alignflow run` in-process and reading back what Prefect recorded about it."""
+"""Running `alignflow run` (in-process or as a process) and reading back what Prefect recorded about it."""
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -10,7 +11,13 @@ from pathlib import Path
 import anyio
 import psutil
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterParentFlowRunId
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterId,
+    FlowRunFilterParentFlowRunId,
+    FlowRunFilterParentTaskRunId,
+)
+from prefect.client.schemas.sorting import FlowRunSort
 
 from flows.cli import main
 
@@ -69,6 +76,50 @@ def run_with_failure(recipe: str, settings: list[str], stage: str, timeout: int)
         timeout=timeout,
         env={**os.environ, "ALIGNFLOW_FAIL_STAGE": stage},
     )
+
+
+def start_run(recipe: str, settings: list[str], log: Path) -> subprocess.Popen:
+    """`alignflow run recipe settings` as a user's process, output to ``log``."""
+    script = Path(sys.executable).with_name("alignflow")
+    with open(log, "w") as out:
+        # Its own process group, as a command started from a terminal has, and
+        # SIGINT handled as in a terminal even when pytest itself was started
+        # in the background, where shells leave SIGINT ignored for children.
+        return subprocess.Popen(
+            [str(script), "run", recipe, *settings],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
+
+
+def stop_leftovers(processes: list[psutil.Process]) -> list[psutil.Process]:
+    """Wait for processes to end; kill (by PID) and return any still alive."""
+    _, alive = psutil.wait_procs(processes, timeout=30)
+    for process in alive:
+        process.kill()
+    return alive
+
+
+def last_flow_run(parameters: dict):
+    """The newest top-level flow run called with ``parameters`` (others may differ), read from Prefect's database.
+
+    A subprocess records its runs through a private API of its own, on the
+    same database in ``$ALIGNFLOW_HOME/prefect`` that this test session's API
+    serves: for `alignflow run`, pass the recipe (resolved here) and the overrides.
+    """
+
+    async def read():
+        async with get_client() as client:
+            return await client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(parent_task_run_id=FlowRunFilterParentTaskRunId(is_null_=True)),
+                sort=FlowRunSort.EXPECTED_START_TIME_DESC,
+                limit=50,
+            )
+
+    wanted = {**parameters, **({"recipe": str(Path(parameters["recipe"]).resolve())} if "recipe" in parameters else {})}
+    return next(run for run in anyio.run(read) if {name: run.parameters.get(name) for name in wanted} == wanted)
 
 
 def stray_vllm_servers(home: Path) -> list[psutil.Process]:

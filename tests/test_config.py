@@ -105,3 +105,16 @@ def test_resolved_config_is_saved_and_reloads(recipe_file, tmp_path):
     assert (tmp_path / "run" / "config.sha256").read_text().strip() == digest
     again = load_recipe(tmp_path / "run" / "config.yaml")
     assert again == recipe and config_hash(again) == digest
+
+
+def test_a_data_section_is_an_error_that_names_it(recipe_file):
+    with pytest.raises(UserError, match=r"section 'data' is not read by method 'evaluate'"):
+        load_recipe(recipe_file, ["data.source=/nonexistent.jsonl"])
+
+
+@pytest.mark.parametrize("objective", ["dpo", "spin", "ift"])
+def test_lora_dropout_is_refused_where_training_turns_dropout_off(recipe_file, objective):
+    with pytest.raises(UserError, match=f"lora.dropout is not used by objective '{objective}'"):
+        load_recipe(recipe_file, [f"method={objective}", "train.mode=lora", "train.lora.dropout=0.1"])
+    assert load_recipe(recipe_file, [f"method={objective}", "train.mode=lora"]).train.lora.dropout == 0.05
+    assert load_recipe(recipe_file, ["method=sft", "train.mode=lora", "train.lora.dropout=0.1"]).train.lora.dropout == 0.1

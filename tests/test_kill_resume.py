@@ -14,7 +14,7 @@ import psutil
 import pytest
 from mlflow.tracking import MlflowClient
 
-from flow_runs import stray_vllm_servers
+from flow_runs import start_run, stop_leftovers, stray_vllm_servers
 from pipeline_lib.config import config_hash, load_recipe
 from pipeline_lib.sampling.environment import vllm_python
 from pipeline_lib.store import read_manifest
@@ -30,20 +30,6 @@ def _settings(n_eval: int, backend: str = "hf") -> list[str]:
     return [f"suite.n_eval={n_eval}", "eval.max_new_tokens=40", f"sampler.backend={backend}"]
 
 
-def _start(settings: list[str], log: Path) -> subprocess.Popen:
-    with open(log, "w") as out:
-        # Its own process group, as a command started from a terminal has, and
-        # SIGINT handled as in a terminal even when pytest itself was started
-        # in the background, where shells leave SIGINT ignored for children.
-        return subprocess.Popen(
-            [SCRIPT, "run", RECIPE, *settings],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-        )
-
-
 def _wait_for_first_shard(run: subprocess.Popen, home: Path, log: Path) -> Path:
     deadline = time.monotonic() + 240
     while True:
@@ -53,14 +39,6 @@ def _wait_for_first_shard(run: subprocess.Popen, home: Path, log: Path) -> Path:
         assert run.poll() is None, log.read_text()[-3000:]
         assert time.monotonic() < deadline, "sampling never wrote a shard"
         time.sleep(0.05)
-
-
-def _stop_leftovers(processes: list[psutil.Process]) -> list[psutil.Process]:
-    """Wait for processes to end; kill (by PID) and return any still alive."""
-    _, alive = psutil.wait_procs(processes, timeout=30)
-    for process in alive:
-        process.kill()
-    return alive
 
 
 def _parent_run_id(stdout: str) -> str:
@@ -78,7 +56,7 @@ def test_interrupt_during_sampling_leaves_no_process_and_resumes_from_shards(
 ):
     settings = _settings(n_eval, backend)
     log = tmp_path / "run.log"
-    run = _start(settings, log)
+    run = start_run(RECIPE, settings, log)
     try:
         partial = _wait_for_first_shard(run, alignflow_home, log)
         children = psutil.Process(run.pid).children(recursive=True)
@@ -94,7 +72,7 @@ def test_interrupt_during_sampling_leaves_no_process_and_resumes_from_shards(
             run.send_signal(signal.SIGKILL)
             run.wait(timeout=30)
         # The private Prefect API ends with its parent, even one killed with SIGKILL.
-        alive = _stop_leftovers(children)
+        alive = stop_leftovers(children)
         assert not alive, f"left running: {[p.pid for p in alive]}"
     finally:
         if run.poll() is None:

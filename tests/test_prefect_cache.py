@@ -110,3 +110,28 @@ def test_runs_share_stages_by_key_and_never_see_each_others_outputs(tmp_path, mo
     assert two_stage(str(source), str(tmp_path / "a"), offset=0) == 20
     assert two_stage(str(source), str(tmp_path / "b"), offset=1) == 21
     assert EXECUTIONS == ["double", "total", "total"]
+
+
+@stage_task("drop-bad-rows")
+def drop_bad_rows(out_dir: str, key: str, force: bool, source: str) -> str:
+    def build(folder: Path):
+        lines = Path(source).read_text().splitlines()
+        (folder / "rows.txt").write_text("\n".join(line for line in lines if line.isdigit()))
+        return {"skipped_rows": {"not a number": sum(not line.isdigit() for line in lines)}}
+
+    return str(build_stage(Path(out_dir), "drop-bad-rows", key, build, force=force))
+
+
+@flow(name="skipping-test")
+def skipping(source: str, run_dir: str) -> str:
+    return run_stage(
+        drop_bad_rows, config={}, inputs={"source": source}, link_as=Path(run_dir) / "rows", source=source
+    )
+
+
+def test_a_stage_that_skipped_rows_says_so_in_one_line(tmp_path, capsys):
+    source = tmp_path / "rows.txt"
+    source.write_text("1\ntwo\n3\nfour\n")
+    out = Path(skipping(str(source), str(tmp_path / "run")))
+    lines = [line for line in capsys.readouterr().err.splitlines() if "skipped" in line]
+    assert lines == [f"stage drop-bad-rows (run/rows): skipped 2 rows (not a number: 2); see {out / 'manifest.json'}"]

@@ -110,3 +110,18 @@ def test_targets_follow_the_rounds_accepted_decisions(tmp_path, accepted, expect
         "malformed": 1,
         "malformed_reasons": {"no-decision": 1},
     }
+
+
+def test_reviser_data_counts_every_skipped_row_by_reason(tmp_path):
+    import json
+
+    source = tmp_path / "pairs.jsonl"
+    rows = [{"chosen": "Human: hi\n\nAssistant: hello", "rejected": "Human: hi\n\nAssistant: go away"}] * 3
+    rows += [{"chosen": "Human: hi\n\nAssistant: same", "rejected": "Human: hi\n\nAssistant: same"}, {"chosen": 5}]
+    source.write_text("\n".join(json.dumps(r) for r in rows))
+    reviser = ReviserConfig(n_prompts=0, preference=DataConfig(source=str(source), kind="preference"))
+    report = build_reviser_data(None, reviser, seed=0, folder=tmp_path)
+    loaded = report["sources"]["pairs"]
+    expected = {**loaded["rows_skipped"], **loaded["pairs_unusable"]}
+    assert sum(report["skipped_rows"].values()) == sum(expected.values()) >= 2
+    assert report["skipped_rows"] == expected

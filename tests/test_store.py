@@ -2,7 +2,19 @@ import os
 
 import pytest
 
-from pipeline_lib.store import atomic_dir, build_stage, cache_key, digest_path, is_complete, read_manifest
+from pipeline_lib.store import (
+    atomic_dir,
+    build_stage,
+    cache_key,
+    digest_path,
+    invalidate,
+    is_complete,
+    owning_stage_folder,
+    read_manifest,
+    stage_dir,
+    stage_problem,
+    writer_busy,
+)
 
 
 def _visible_and_temp(folder):
@@ -170,3 +182,107 @@ def test_source_digest_covers_a_package_and_changes_with_its_code(tmp_path, monk
     (package / "rules.py").write_text("LIMIT = 2\n")
     assert source_digest(module) != first
     sys.modules.pop("fakepkg", None)
+
+
+def _parquet_stage(tmp_path, key="k1"):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def build(folder):
+        pq.write_table(pa.table({"text": [f"row {i} " * 20 for i in range(200)]}), folder / "rows.parquet")
+        (folder / "report.json").write_text('{"rows": 200}')
+
+    return build_stage(tmp_path / "s", "prep", key, build)
+
+
+def test_a_truncated_or_missing_output_file_fails_the_cheap_check(tmp_path):
+    out = _parquet_stage(tmp_path)
+    assert stage_problem(out, "k1") is None
+    rows = out / "rows.parquet"
+    data = rows.read_bytes()
+    rows.write_bytes(data[: len(data) // 2])
+    assert "rows.parquet has" in stage_problem(out, "k1") and not is_complete(out, "k1")
+    rows.unlink()
+    assert stage_problem(out, "k1") == "rows.parquet is missing"
+
+
+def test_a_parquet_file_with_a_broken_footer_fails_the_cheap_check_at_the_same_size(tmp_path):
+    out = _parquet_stage(tmp_path)
+    rows = out / "rows.parquet"
+    data = bytearray(rows.read_bytes())
+    data[-8:-4] = b"\xff\xff\xff\x7f"  # the footer length
+    rows.write_bytes(bytes(data))
+    assert "does not read as Parquet" in stage_problem(out, "k1")
+
+
+def test_only_the_full_check_sees_same_size_content_changes(tmp_path):
+    out = _parquet_stage(tmp_path)
+    (out / "report.json").write_text('{"rows": 999}')  # same length, other bytes
+    assert stage_problem(out, "k1") is None
+    assert stage_problem(out, "k1", full=True) == "its content digest changed"
+
+
+def test_verification_ignores_paths_and_times_so_a_copied_home_is_reused(tmp_path):
+    import shutil
+
+    out = _parquet_stage(tmp_path)
+    copy = tmp_path / "elsewhere" / "s"
+    shutil.copytree(out, copy)  # new inode, ctime and mtime for every file
+    assert stage_problem(copy, "k1", full=True) is None
+
+
+def test_a_manifest_written_before_file_sizes_were_recorded_is_checked_by_its_digest(tmp_path):
+    import json
+
+    out = _parquet_stage(tmp_path)
+    manifest = json.loads((out / "manifest.json").read_text())
+    del manifest["files"]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    assert stage_problem(out, "k1") is None
+    (out / "report.json").write_text('{"rows": 999}')
+    assert stage_problem(out, "k1") == "its content digest changed"
+
+
+def test_a_stage_that_fails_verification_is_rebuilt(tmp_path):
+    out = _parquet_stage(tmp_path)
+    (out / "rows.parquet").write_bytes(b"PAR1")
+    _parquet_stage(tmp_path)  # same key: reuse is refused, so it builds again
+    assert stage_problem(out, "k1", full=True) is None
+
+
+def test_invalidate_makes_the_next_build_run(tmp_path):
+    out = _parquet_stage(tmp_path)
+    invalidate(out)
+    assert stage_problem(out, "k1") == "no manifest"
+    assert _parquet_stage(tmp_path) == out and is_complete(out, "k1")
+
+
+def test_writer_busy_sees_another_process_holding_the_lock(tmp_path):
+    import subprocess
+    import sys
+
+    final = tmp_path / "s"
+    assert not writer_busy(final)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, fcntl, time; f = open(sys.argv[1], 'a'); fcntl.flock(f, fcntl.LOCK_EX); "
+         "print('locked', flush=True); time.sleep(60)", str(tmp_path / ".s.lock")],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert writer_busy(final)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not writer_busy(final)
+
+
+def test_owning_stage_folder_finds_the_stage_of_a_file_inside_it(alignflow_home):
+    def build(folder):
+        (folder / "sub").mkdir()
+        (folder / "sub" / "rows.txt").write_text("x")
+
+    out = build_stage(stage_dir("owner-test", "a" * 64), "owner-test", "a" * 64, build)
+    assert owning_stage_folder(out / "sub" / "rows.txt") == out
+    assert owning_stage_folder(out) == out
+    assert owning_stage_folder(alignflow_home) is None

@@ -21,6 +21,7 @@ from typing import Any
 import datasets
 import pyarrow as pa
 from datasets.exceptions import DatasetsError
+from datasets.load import CachedDatasetModuleFactory
 
 from pipeline_lib.data.json_lines import read_json_lines
 from pipeline_lib.data.quiet import quiet_datasets
@@ -70,10 +71,42 @@ def open_source(source: str, split: str) -> Iterator[SourcePart]:
             yield _load_file(file)
     elif path.is_file():
         yield _load_file(path)
-    elif is_hub_id(source) and _builder(path) is None:
+    elif _names_hub_dataset(source, path):
         yield SourcePart(f"{source}:{split}", _load_hub(source, split))
     else:
         raise UserError(f"data source '{source}' is neither an existing file or folder nor a hub id (org/name)")
+
+
+def check_source(source: str) -> None:
+    """Fail on a source that cannot load, without reading it: a missing path, or a hub id offline mode cannot load.
+
+    Only what is cheap is checked; whether a file parses, or a hub id downloads, shows when it is loaded.
+    """
+    path = Path(source).expanduser()
+    if path.exists():
+        return
+    if not _names_hub_dataset(source, path):
+        raise UserError(f"{path.resolve()} does not exist")
+    if datasets.config.HF_HUB_OFFLINE and not _cached_hub_dataset(source):
+        raise UserError(
+            f"hub dataset '{source}' is not in the local cache and offline mode is on (HF_HUB_OFFLINE); "
+            "download it once online, or give a local file or folder instead"
+        )
+
+
+def _names_hub_dataset(source: str, path: Path) -> bool:
+    # org/file.jsonl fits the hub id pattern too; a data file's suffix makes it a path.
+    return is_hub_id(source) and _builder(path) is None
+
+
+def _cached_hub_dataset(hub_id: str) -> bool:
+    """Whether load_dataset finds ``hub_id`` offline: only a copy it prepared earlier in our cache folder."""
+    try:
+        with quiet_datasets():
+            CachedDatasetModuleFactory(hub_id, cache_dir=_cache_dir()).get_module()
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def data_files(folder: Path) -> list[Path]:

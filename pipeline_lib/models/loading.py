@@ -8,6 +8,8 @@ already has, so nothing needs resizing.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
@@ -15,6 +17,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from pipeline_lib.errors import UserError
+from pipeline_lib.models.integrity import damaged_file
 
 # Tokens that mean "nothing here" in common vocabularies, best first.
 _PAD_CANDIDATES = ("<|endoftext|>", "<pad>", "<|pad|>", "[PAD]", "<unk>")
@@ -51,7 +54,8 @@ def load_tokenizer(
     """Tokenizer of a model folder; left padding for generation, right for training."""
     if padding_side not in ("left", "right"):
         raise UserError(f"padding_side must be 'left' or 'right', not {padding_side!r}")
-    tokenizer = AutoTokenizer.from_pretrained(str(path), padding_side=padding_side)
+    with _naming_damaged_files(path):
+        tokenizer = AutoTokenizer.from_pretrained(str(path), padding_side=padding_side)
     return use_distinct_pad(tokenizer)
 
 
@@ -59,8 +63,25 @@ def load_causal_lm(path: str | Path, dtype: str = "float32") -> PreTrainedModel:
     """Causal LM of a model folder in the given dtype, in eval mode."""
     if dtype not in _DTYPES:
         raise UserError(f"model dtype must be one of {', '.join(_DTYPES)}, not {dtype!r}")
-    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=_DTYPES[dtype])
+    with _naming_damaged_files(path):
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=_DTYPES[dtype])
     return model.eval()
+
+
+@contextmanager
+def _naming_damaged_files(folder: str | Path) -> Iterator[None]:
+    """Turn a load failure that a damaged file explains into a ``UserError`` naming the file.
+
+    transformers' own errors for a cut-off file (a safetensors header error, a
+    JSON decode error) name no file; any other failure is left as it is.
+    """
+    try:
+        yield
+    except Exception as error:
+        problem = damaged_file(Path(folder))
+        if problem is None:
+            raise
+        raise UserError(problem) from error
 
 
 def count_parameters(model: torch.nn.Module) -> int:

@@ -14,6 +14,7 @@ from pipeline_lib.models import smollm2, tiny
 from pipeline_lib.models.cache import alias_folder, is_built
 from pipeline_lib.models.gguf_convert import convert_gguf
 from pipeline_lib.models.hub import HubUnavailable, download_from_hub
+from pipeline_lib.models.integrity import damaged_file
 from pipeline_lib.store import read_manifest
 
 
@@ -44,6 +45,11 @@ _WEIGHTS = (
     "pytorch_model.bin.index.json",
 )
 _TOKENIZER = ("tokenizer.json", "tokenizer_config.json")
+# How to replace a damaged copy the pipeline made itself (a user's own folder is theirs to fix).
+_REBUILD = {
+    "alias": "rebuild it with `alignflow models pull {target} --force`",
+    "gguf": "delete {folder} to convert {target} again",
+}
 
 
 def pull(alias: str, force: bool = False) -> Path:
@@ -70,13 +76,29 @@ def resolve_model(ref: str | Path) -> Path:
 
 
 def check_reference(ref: str | Path) -> None:
-    """Fail fast on a reference that cannot resolve, without pulling or converting anything.
+    """Fail fast on a reference that cannot resolve or whose files are damaged, pulling or converting nothing.
 
     Hub ids pass: only a download attempt can tell whether one is reachable.
     """
     kind, target = _classify(ref)
+    folder = _local_folder(kind, target)
+    problem = damaged_file(folder) if folder is not None else None
+    if problem is not None:
+        rebuild = _REBUILD.get(kind)
+        raise UserError(f"{problem}; {rebuild.format(target=target, folder=folder)}" if rebuild else problem)
+
+
+def _local_folder(kind: str, target: str) -> Path | None:
+    """The folder a reference already has on this machine, if any; nothing is built, converted or downloaded."""
     if kind == "folder":
-        _checked_folder(Path(target))
+        return _checked_folder(Path(target))
+    if kind == "hub":
+        return None
+    if kind == "alias":
+        folder = alias_folder(target)
+        return folder if is_built(folder, target, ALIASES[target].recipe) else None
+    folder = _gguf_folder(Path(target))
+    return folder if read_manifest(folder) is not None else None
 
 
 def _classify(ref: str | Path) -> tuple[str, str]:
@@ -103,13 +125,17 @@ def _classify(ref: str | Path) -> tuple[str, str]:
 
 
 def _converted_gguf(path: Path) -> Path:
-    # Keyed by path, size and mtime: a changed file gets a fresh conversion, without hashing it each time.
-    stat = path.stat()
-    key = hashlib.sha256(f"{path}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
-    folder = models_dir() / "gguf" / f"{path.stem}-{key}"
+    folder = _gguf_folder(path)
     if read_manifest(folder) is None:
         convert_gguf(path, folder)
     return folder
+
+
+def _gguf_folder(path: Path) -> Path:
+    # Keyed by path, size and mtime: a changed file gets a fresh conversion, without hashing it each time.
+    stat = path.stat()
+    key = hashlib.sha256(f"{path}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    return models_dir() / "gguf" / f"{path.stem}-{key}"
 
 
 def _hub(repo_id: str) -> Path:

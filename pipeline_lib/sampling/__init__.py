@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline_lib.config import SamplerConfig
-from pipeline_lib.errors import UserError
-from pipeline_lib.sampling.environment import vllm_python
+from pipeline_lib.sampling.environment import require_vllm_python, vllm_python
 from pipeline_lib.sampling.base import Sample, Sampler, SamplingParams, derive_seed, render_chat
 from pipeline_lib.sampling.shards import SAMPLES_SCHEMA, sample_to_parquet, samples_table
 
@@ -31,11 +30,9 @@ def resolve_backend(config: SamplerConfig) -> tuple[str, str]:
         return "vllm", f"the server at {config.base_url}"
     if config.backend == "hf":
         return "hf", "sampler.backend=hf"
-    python = vllm_python()
     if config.backend == "vllm":
-        if python is None:
-            raise UserError("sampler.backend=vllm needs the vLLM environment, which is not installed: run `make setup-vllm`")
-        return "vllm", f"sampler.backend=vllm, environment {python}"
+        return "vllm", f"sampler.backend=vllm, environment {require_vllm_python('sampler.backend=vllm')}"
+    python = vllm_python()
     if python is None:
         return "hf", "auto: no vLLM environment (`make setup-vllm` installs one)"
     return "vllm", f"auto: vLLM environment at {python}"

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipeline_lib import interrupts
 from pipeline_lib.sampling.base import Sample, Sampler, SamplingParams, derive_seed
 from pipeline_lib.store import atomic_write_parquet, atomic_write_text
 
@@ -76,6 +77,7 @@ def sample_to_parquet(
     started = time.perf_counter()
     tables, reused, generated_tokens = [], 0, 0
     for index, first in enumerate(range(0, len(prompts), shard_size)):
+        interrupts.check()  # a ctrl-C swallowed during the last shard stops here, with that shard kept
         ids, texts = prompt_ids[first : first + shard_size], prompts[first : first + shard_size]
         parquet, meta_file = shard_dir / f"shard-{index:05d}.parquet", shard_dir / f"shard-{index:05d}.json"
         meta = _shard_meta(sampler, params, ids, texts)

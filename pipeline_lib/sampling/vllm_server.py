@@ -22,7 +22,7 @@ from pathlib import Path
 
 from pipeline_lib.errors import UserError
 from pipeline_lib.home import vllm_dir
-from pipeline_lib.sampling.environment import vllm_python
+from pipeline_lib.sampling.environment import require_vllm_python
 from pipeline_lib.servers import HOST, free_port, port_in_use, spawn_tied, stop_group, wait_healthy
 from pipeline_lib.store import atomic_write_text
 
@@ -75,10 +75,7 @@ class VLLMServer:
     """Start with ``start()``, stop with ``stop()`` (idempotent); ``url`` is the OpenAI API root."""
 
     def __init__(self, model: ModelToServe, options: ServerOptions) -> None:
-        python = vllm_python()
-        if python is None:
-            raise UserError("sampler.backend=vllm needs the vLLM environment: run `make setup-vllm`")
-        self.python = python
+        self.python = require_vllm_python("sampler.backend=vllm")
         self.model = model
         self.options = options
         self.process: subprocess.Popen | None = None

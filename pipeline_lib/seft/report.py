@@ -13,6 +13,7 @@ from pipeline_lib.seft.targets import TARGETS_FILE
 from pipeline_lib.store import read_manifest
 
 TRAIN_METRICS_FILE = "train_metrics.json"
+TRAIN_MEASUREMENTS = ("optimizer_step_ms", "runtime_s", "seconds_per_epoch", "tokens_per_s")
 TABLE_COLUMNS = ["prompt", "response", "decision", "revision", "response_score", "target_score", "accepted"]
 
 
@@ -42,7 +43,16 @@ def round_metrics(stage_dirs: Mapping[str, str]) -> dict[str, float]:
 
 
 def train_metrics(train_dir: str | Path) -> dict[str, Any]:
-    return json.loads((Path(train_dir) / TRAIN_METRICS_FILE).read_text())
+    """What training recorded: the outcome from its file, this run's timings from the manifest."""
+    measured = (read_manifest(Path(train_dir)) or {}).get("train") or {}
+    return {**measured, **json.loads((Path(train_dir) / TRAIN_METRICS_FILE).read_text())}
+
+
+def split_measurements(metrics: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(what the training produced, how long it took): only the first may go into the stage's
+    files, whose digest keys every later stage; timings differ on every run of the same inputs."""
+    outcome = {k: v for k, v in metrics.items() if k not in TRAIN_MEASUREMENTS}
+    return outcome, {k: v for k, v in metrics.items() if k in TRAIN_MEASUREMENTS}
 
 
 def revision_table(select_dir: str | Path, limit: int) -> list[dict[str, Any]]:

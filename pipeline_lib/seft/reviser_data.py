@@ -50,6 +50,8 @@ def build_reviser_data(
         examples += preference_examples
     if not examples:
         raise UserError("the reviser's sources gave no training examples; check reviser.n_prompts and reviser.preference")
+    # Every row a source could not use, by reason, for the console's one line per stage.
+    report["skipped_rows"] = dict(sum(map(_skips, report["sources"].values()), Counter()).most_common())
     warmup = _draw(warmup_examples(examples), reviser.warmup_rows, seed)
     adaptive = balance_decisions(examples, seed=seed, max_ratio=reviser.balance_ratio)
     _write_rows(to_chat_rows(warmup), folder / WARMUP_FILE)
@@ -61,6 +63,10 @@ def build_reviser_data(
         decisions=decision_counts(adaptive),
     )
     return report
+
+
+def _skips(source: dict[str, Any]) -> Counter[str]:
+    return sum((Counter(source.get(part, {})) for part in ("rows_skipped", "pairs_unusable", "samples_unusable")), Counter())
 
 
 def _draw(examples: list[ReviserExample], limit: int | None, seed: int) -> list[ReviserExample]:

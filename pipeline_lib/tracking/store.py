@@ -2,6 +2,7 @@
 
 import re
 import shlex
+import sqlite3
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -104,7 +105,27 @@ def _ensure_experiment(client: MlflowClient, uri: str, experiment: str) -> str:
             f"MLflow experiment {experiment!r} is deleted in {uri!r}; restore it "
             f"(mlflow experiments restore --experiment-id {existing.experiment_id}) or pick another name"
         )
+    expected = _artifact_location(uri, experiment)
+    if expected and existing.artifact_location != expected and existing.artifact_location.endswith(expected.rsplit("/", 1)[1]):
+        _relocate_artifacts(_sqlite_file(uri), existing.artifact_location.rsplit("/", 1)[0], expected.rsplit("/", 1)[0])
     return existing.experiment_id
+
+
+def _relocate_artifacts(database: Path | None, old_root: str, new_root: str) -> None:
+    """Point a store's artifact paths at the folder beside it after the home was moved or restored.
+
+    MLflow records absolute artifact URIs; left alone, a resumed run in a moved
+    home would write its artifacts into the old home (or fail where it is gone).
+    """
+    if database is None:
+        return
+    with sqlite3.connect(database) as db:
+        for table, column in (("experiments", "artifact_location"), ("runs", "artifact_uri"), ("logged_models", "artifact_location")):
+            if column in {row[1] for row in db.execute(f"PRAGMA table_info({table})")}:
+                db.execute(
+                    f"UPDATE {table} SET {column} = ? || substr({column}, ?) WHERE substr({column}, 1, ?) = ?",
+                    (new_root, len(old_root) + 1, len(old_root) + 1, old_root + "/"),
+                )
 
 
 def _artifact_location(uri: str, experiment: str) -> str | None:

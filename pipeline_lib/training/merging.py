@@ -10,16 +10,22 @@ merges it with the reference delta τ = θ_sft − θ_base:
 - OnTIES: τ̃ = the top-p share of |τ| per tensor, once; each step Δ̃ = the
   top-p share of |Δ|; the elected sign is sign(τ̃ + Δ̃) (≥ 0 counts as +);
   entries of either whose sign disagrees are zeroed; θ ← θ + α·τ̃' + (1−α)·Δ̃'.
+  Ties at the top-k cut are common (at Adam's first step |Δ| ≈ lr for every
+  entry), so which of them are kept matters: the lowest-index ones, the
+  selection of the reference code's descending ``argsort`` wherever that
+  sort is stable (torch's CUDA sort above 4,096 entries; its CPU sort in
+  torch 2.13 is not, and the reference does not ask for ``stable=True``).
 
 Where this departs from the reference code, on purpose:
-- α = 0 turns merging off entirely, so p = 1, α = 0 is plain AdamW for both
-  (METHODS.md requires it). The reference code still sign-filters OnTIES's
-  update against τ at α = 0.
+- α = 0 turns merging off entirely, so p = 1, α = 0 is the HF-style AdamW
+  above for both (METHODS.md requires it). That is not ``torch.optim.AdamW``,
+  which adds eps to the bias-corrected √v̂: where gradients are tiny (≈ 1e-6
+  at eps 1e-8) eps is no longer negligible and the two steps differ.
+  The reference code still sign-filters OnTIES's update against τ at α = 0.
 - Merging every K steps applies each in-between step to every parameter;
   the reference code returns after the first parameter on those steps.
 - Dropout masks come from the optimizer's own seeded generator, and OnTIES
-  takes its top-k with ``torch.topk`` rather than a full ``argsort`` (the
-  same entries but for exact ties in |Δ|, which real-valued updates do not have).
+  finds its top k without a full sort (``top_k_mask``: the same entries).
 """
 
 from __future__ import annotations
@@ -171,10 +177,8 @@ class OnTIESAdamW(OnlineMergingAdamW):
         if self.reserve_p >= 1 or k < 1:
             return tensor
         flat = tensor.view(-1)
-        mask = torch.zeros_like(flat, dtype=torch.bool)
-        mask[flat.abs().topk(k, sorted=False).indices] = True
         before = flat.abs().sum()
-        flat.mul_(mask)
+        flat.mul_(top_k_mask(flat.abs(), k))
         if self.rescale and before >= 1e-8:
             flat.mul_(before / flat.abs().sum())
         return tensor
@@ -184,6 +188,19 @@ class OnTIESAdamW(OnlineMergingAdamW):
         elected = torch.where(tau + delta >= 0, 1.0, -1.0).to(delta.dtype)
         p.add_(tau * (tau.sign() == elected), alpha=self.alpha)
         p.add_(delta * (delta.sign() == elected), alpha=1 - self.alpha)
+
+
+def top_k_mask(values: torch.Tensor, k: int) -> torch.Tensor:
+    """The k largest entries of a flat tensor, ties at the cut going to the lowest indices.
+
+    The entries the first k of a stable descending sort hold (NaN aside), in
+    the time of a ``topk`` rather than a sort: every entry above the k-th
+    largest value, then as many of those equal to it as are still missing.
+    """
+    kth = values.topk(k, sorted=False).values.min()
+    above = values > kth
+    tied = values == kth
+    return above | (tied & (tied.cumsum(0) <= k - above.sum()))
 
 
 OPTIMIZERS = {"ondare": OnDAREAdamW, "onties": OnTIESAdamW}

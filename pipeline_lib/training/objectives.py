@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 from datasets import Dataset
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainingArguments
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback, TrainingArguments
 
 from pipeline_lib.config import TrainConfig
 from pipeline_lib.models.loading import load_tokenizer
@@ -98,6 +98,7 @@ def train_model(
     dtype: str = "float32",
     work_dir: str | Path | None = None,
     progress: bool = True,
+    callbacks: Sequence[TrainerCallback] = (),
 ) -> dict[str, Any]:
     """Fine-tune ``model_path`` on ``rows`` with ``config.objective`` into ``out_dir`` (see the module table).
 
@@ -124,6 +125,7 @@ def train_model(
         dtype=dtype,
         work_dir=work_dir,
         progress=progress,
+        callbacks=callbacks,
         tokens_per_epoch=data.total_tokens,
     )
     return {

@@ -31,6 +31,7 @@ from transformers import (
     set_seed,
 )
 
+from pipeline_lib import interrupts
 from pipeline_lib.config import LoraConfig, TrainConfig
 from pipeline_lib.errors import UserError
 from pipeline_lib.models.loading import align_pad_id, load_causal_lm
@@ -102,7 +103,7 @@ def fine_tune(
             train_dataset=dataset,
             processing_class=tokenizer,
             optimizer_cls_and_kwargs=optimizer,
-            callbacks=[*callbacks, timer],
+            callbacks=[*callbacks, timer, StopOnInterrupt()],
             **({"data_collator": objective.collator} if objective.collator is not None else {}),
         )
         use_loss_bar(trainer, objective.name, progress)
@@ -154,6 +155,13 @@ class OptimizerTimer(TrainerCallback):
 
     def mean_ms(self) -> float | None:
         return round(1000 * sum(self.seconds) / len(self.seconds), 3) if self.seconds else None
+
+
+class StopOnInterrupt(TrainerCallback):
+    """Ends training after the step in which a ctrl-C came, even one whose KeyboardInterrupt was swallowed."""
+
+    def on_step_end(self, args, state, control, **kwargs) -> None:
+        interrupts.check()
 
 
 def _common_arguments(config: TrainConfig, seed: int, scratch: Path) -> dict[str, Any]:

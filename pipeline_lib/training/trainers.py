@@ -8,10 +8,12 @@ are the tensor functions in ``losses``.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import torch
-from transformers import Trainer
+from transformers import PreTrainedConfig, Trainer
 
 from pipeline_lib.config import FigaConfig, IftConfig, PreferenceConfig
 from pipeline_lib.training.losses import (
@@ -23,14 +25,57 @@ from pipeline_lib.training.losses import (
 )
 
 
+@contextmanager
+def dropout_off(model: torch.nn.Module) -> Iterator[None]:
+    """Every dropout rate of ``model`` set to 0 inside the block, and restored after it.
+
+    That is each ``torch.nn.Dropout`` (LoRA's included) and the rates transformers
+    applies functionally, read at forward time from a module attribute (Llama's
+    ``attention_dropout``) or from the config (Falcon's). Restoring them keeps
+    the saved config as it was loaded.
+    """
+    rates = [(owner, name, value) for owner in _rate_owners(model) for name, value in _dropout_rates(owner)]
+    for owner, name, _ in rates:
+        setattr(owner, name, 0.0)
+    try:
+        yield
+    finally:
+        for owner, name, value in rates:
+            setattr(owner, name, value)
+
+
+def _rate_owners(model: torch.nn.Module) -> list[Any]:
+    modules = list(model.modules())
+    configs = {id(c): c for m in modules if isinstance(c := getattr(m, "config", None), PreTrainedConfig)}
+    return [*modules, *configs.values()]
+
+
+def _dropout_rates(owner: Any) -> list[tuple[str, float]]:
+    if isinstance(owner, torch.nn.Dropout):
+        return [("p", owner.p)] if owner.p > 0 else []
+    return [
+        (name, value)
+        for name, value in vars(owner).items()
+        if isinstance(value, float) and value > 0 and ("dropout" in name or name.endswith("pdrop"))
+    ]
+
+
 class ObjectiveTrainer(Trainer):
     """A Trainer whose loss is a per-micro-batch mean, with extra metrics averaged into each log."""
+
+    # DPO, SPIN and IFT turn it off: their reference trainers do (TRL's DPO by default), and the
+    # preference rewards compare the policy with reference log-probabilities computed without it.
+    keeps_dropout = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # Our losses are means over their micro-batch: the Trainer divides by the accumulation steps.
         self.loss_is_scaled_for_ga = False
         self._logged: dict[str, list[float]] = defaultdict(list)
+
+    def train(self, *args: Any, **kwargs: Any) -> Any:
+        with nullcontext() if self.keeps_dropout else dropout_off(self.model):
+            return super().train(*args, **kwargs)
 
     def record(self, **values: torch.Tensor | float) -> None:
         for name, value in values.items():
@@ -51,6 +96,8 @@ class PreferenceTrainer(ObjectiveTrainer):
     are computed once before training (``ref_logps`` in each batch) instead of
     keeping a second model in memory.
     """
+
+    keeps_dropout = False
 
     def __init__(self, *args: Any, preference: PreferenceConfig, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -88,9 +135,15 @@ class IFTTrainer(ObjectiveTrainer):
     an optimizer step).
     """
 
+    keeps_dropout = False
+
     def __init__(self, *args: Any, ift: IftConfig, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.ift = ift
+        # Only a λ that is 0 on every step takes the plain pass. One that comes out 0 on some steps (the
+        # linear schedule's start, a clamped noisy draw) keeps the frozen-embedding pass, as the reference
+        # does: the plain pass would give the input embedding a gradient the reference never produces.
+        self._never_mixes = ift.lam == 0 and (ift.lambda_schedule == "static" or ift.lambda_min == 0)
         self._noise = torch.Generator().manual_seed(self.args.seed)
         self._noise_step, self._noise_value = -1, 0.0
 
@@ -111,22 +164,27 @@ class IFTTrainer(ObjectiveTrainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         input_ids, labels, mask = inputs["input_ids"], inputs["labels"], inputs["attention_mask"]
         lam = self.current_lambda()
-        if lam > 0:
-            table = model.get_input_embeddings().weight.detach()
-            true_embeds = torch.nn.functional.embedding(input_ids, table)
-            with torch.no_grad():
-                guesses = model(inputs_embeds=true_embeds, attention_mask=mask).logits.argmax(-1)
-            # Position t gets the guess made at t − 1 from the true prefix; prompt and padding stay true.
-            shifted = torch.cat([input_ids[:, :1], guesses[:, :-1]], dim=1)
-            mixed_ids = torch.where(labels == IGNORE_INDEX, input_ids, shifted)
-            embeds = (1 - lam) * true_embeds + lam * torch.nn.functional.embedding(mixed_ids, table)
-            logits = model(inputs_embeds=embeds, attention_mask=mask).logits
-        else:
-            # Nothing to mix: the plain forward pass, so λ = 0, γ = 0 is exactly per-sequence SFT, gradients included.
+        if self._never_mixes:
+            # The plain forward pass: a configured λ = 0 with γ = 0 is exactly per-sequence SFT, gradients included.
             logits = model(input_ids=input_ids, attention_mask=mask).logits
+        else:
+            logits = self.mixed_logits(model, input_ids, labels, mask, lam)
         loss = ift_loss(logits, labels, self.ift.gamma, self.ift.detach_weights)
         self.record(ift_lambda=lam)
         return (loss, {"logits": logits}) if return_outputs else loss
+
+    @staticmethod
+    def mixed_logits(model, input_ids, labels, mask, lam: float) -> torch.Tensor:
+        """Pass 2's logits, on (1 − λ)·E(true) + λ·E(guess) from the detached embedding table."""
+        table = model.get_input_embeddings().weight.detach()
+        true_embeds = torch.nn.functional.embedding(input_ids, table)
+        with torch.no_grad():
+            guesses = model(inputs_embeds=true_embeds, attention_mask=mask).logits.argmax(-1)
+        # Position t gets the guess made at t − 1 from the true prefix; prompt and padding stay true.
+        shifted = torch.cat([input_ids[:, :1], guesses[:, :-1]], dim=1)
+        mixed_ids = torch.where(labels == IGNORE_INDEX, input_ids, shifted)
+        embeds = (1 - lam) * true_embeds + lam * torch.nn.functional.embedding(mixed_ids, table)
+        return model(inputs_embeds=embeds, attention_mask=mask).logits
 
 
 class FigaTrainer(ObjectiveTrainer):
