@@ -203,7 +203,8 @@ class TrainConfig(Section):
     def _merging_needs_full(self) -> TrainConfig:
         if self.optimizer != "adamw" and self.mode == "lora":
             raise ValueError(f"optimizer {self.optimizer!r} merges into the full weights; use mode 'full'")
-        if self.objective in DROPOUT_OFF_OBJECTIVES and "dropout" in self.lora.model_fields_set and self.lora.dropout:
+        # By value, not by whether it was given: compare-methods hands each contestant a full copy.
+        if self.objective in DROPOUT_OFF_OBJECTIVES and self.lora.dropout != LoraConfig().dropout:
             raise ValueError(
                 f"lora.dropout is not used by objective {self.objective!r}, which trains with dropout off "
                 "(as the official SPIN and IFT trainers and TRL's DPO do); remove it"
@@ -246,6 +247,19 @@ class ReviserConfig(Section):
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(lr=5e-5, epochs=1.0))
     max_new_tokens: int = Field(128, ge=1, description="revision length limit; a longer revision counts as malformed")
     batch_size: int = Field(16, ge=1)
+
+    @model_validator(mode="after")
+    def _trains_on_revisions(self) -> ReviserConfig:
+        # The reviser's rows are prompt/completion pairs: only SFT and IFT can train on them,
+        # so the preference and FIGA settings of its phases could never be used.
+        for phase in ("warmup", "train"):
+            train = getattr(self, phase)
+            if train.objective not in ("sft", "ift"):
+                raise ValueError(f"{phase}.objective must be 'sft' or 'ift' (the reviser learns from revisions), not {train.objective!r}")
+            for section, default in (("preference", PreferenceConfig()), ("figa", FigaConfig())):
+                if getattr(train, section) != default:
+                    raise ValueError(f"{phase}.{section} is not used: the reviser trains with objective 'sft' or 'ift'")
+        return self
 
     @model_validator(mode="after")
     def _ordered_thresholds(self) -> ReviserConfig:

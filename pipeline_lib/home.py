@@ -65,5 +65,6 @@ def _unusable(reason: str) -> UserError:
         "set ALIGNFLOW_HOME to a writable folder"
     )
 
+
 def vllm_dir() -> Path:
     return _sub("vllm")

@@ -118,3 +118,17 @@ def test_lora_dropout_is_refused_where_training_turns_dropout_off(recipe_file, o
         load_recipe(recipe_file, [f"method={objective}", "train.mode=lora", "train.lora.dropout=0.1"])
     assert load_recipe(recipe_file, [f"method={objective}", "train.mode=lora"]).train.lora.dropout == 0.05
     assert load_recipe(recipe_file, ["method=sft", "train.mode=lora", "train.lora.dropout=0.1"]).train.lora.dropout == 0.1
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("reviser.train.objective=dpo", "train.objective must be 'sft' or 'ift'"),
+        ("reviser.warmup.preference.beta=0.5", "warmup.preference is not used"),
+        ("reviser.train.figa.alpha=2", "train.figa is not used"),
+    ],
+)
+def test_reviser_settings_no_reviser_training_reads_are_refused(recipe_file, override, message):
+    with pytest.raises(UserError, match=message):
+        load_recipe(recipe_file, ["method=seft", "suite.n_train=400", override])
+    assert load_recipe(recipe_file, ["method=seft", "suite.n_train=400", "reviser.train.objective=ift"])
