@@ -25,14 +25,16 @@ SFT = str(REPO / "configs" / "sft-tiny.yaml")
 pytestmark = pytest.mark.slow
 
 
+def _env(home: Path) -> dict[str, str]:
+    """A user's environment with this home: none of the test session's Prefect or MLflow settings,
+    which point at the session's own home (MLflow even exports the tracking URI it was given)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_") and k != "MLFLOW_TRACKING_URI"}
+    return {**env, "ALIGNFLOW_HOME": str(home)}
+
+
 def _run(home: Path, recipe: str = SFT, *settings: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [SCRIPT, "run", recipe, *settings],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        cwd=REPO,
-        env={**os.environ, "ALIGNFLOW_HOME": str(home)},
+        [SCRIPT, "run", recipe, *settings], capture_output=True, text=True, timeout=900, cwd=REPO, env=_env(home)
     )
 
 
@@ -105,6 +107,7 @@ def test_a_moved_home_resumes_with_every_stage_reused(finished_home, tmp_path):
     # MLflow's artifact paths follow the home.
     import sqlite3
 
+    assert (moved / "mlflow" / "mlflow.db").is_file()
     with sqlite3.connect(moved / "mlflow" / "mlflow.db") as db:
         uris = [row[0] for row in db.execute("SELECT artifact_uri FROM runs")]
     assert uris and all(str(moved) in uri for uri in uris), uris
@@ -176,8 +179,7 @@ def test_a_run_that_waits_for_another_runs_stage_says_so_and_reuses_it(home, tmp
         assert holder.stdout.readline().strip() == "locked"
         with open(log, "w") as out:
             waiting = subprocess.Popen(
-                [SCRIPT, "run", SFT], stdout=subprocess.DEVNULL, stderr=out, cwd=REPO,
-                env={**os.environ, "ALIGNFLOW_HOME": str(home)},
+                [SCRIPT, "run", SFT], stdout=subprocess.DEVNULL, stderr=out, cwd=REPO, env=_env(home),
             )  # fmt: skip
         deadline = time.monotonic() + 300
         while "waiting for another run" not in log.read_text():
