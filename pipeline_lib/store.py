@@ -122,7 +122,7 @@ def source_digest(*modules: ModuleType) -> str:
 def digest_tree(folder: Path) -> str:
     """Digest of every file under a folder except the manifest, by relative path and content."""
     sha = hashlib.sha256()
-    for file in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST):
+    for file in _content_files(folder):
         sha.update(file.relative_to(folder).as_posix().encode() + b"\0")
         sha.update(digest_file(file).encode())
     return sha.hexdigest()
@@ -231,10 +231,12 @@ def write_manifest(folder: Path, **fields: Any) -> dict[str, Any]:
 
 
 def _file_sizes(folder: Path) -> dict[str, int]:
-    return {
-        file.relative_to(folder).as_posix(): file.stat().st_size
-        for file in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
-    }
+    return {file.relative_to(folder).as_posix(): file.stat().st_size for file in _content_files(folder)}
+
+
+def _content_files(folder: Path) -> list[Path]:
+    """Every file of a stage output but its manifest, in a fixed order."""
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
 
 
 def stage_problem(folder: Path, key: str, full: bool = False) -> str | None:
