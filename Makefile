@@ -13,7 +13,7 @@ VLLM_VENV := .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.alignflow-installed
 VLLM_VERSION := 0.32.0
 
-.PHONY: setup setup-vllm run test ui serve doctor clean-venv
+.PHONY: setup setup-vllm run test test-fast ui serve doctor clean-venv
 
 setup: $(STAMP)
 	@if [ -n "$$ALIGNFLOW_SKIP_VLLM" ]; then echo "setup: ALIGNFLOW_SKIP_VLLM is set; sampling will use HF"; \
@@ -49,8 +49,18 @@ $(STAMP): pyproject.toml constraints.txt
 run: setup
 	$(BIN)/alignflow run $(RECIPE)
 
+# Tests run on TEST_WORKERS pytest-xdist workers, each with a home, Prefect API and
+# MLflow store of its own; tests marked xdist_group stay on one worker together.
+# `make test` runs everything; `make test-fast` leaves out the end-to-end
+# (integration) tests. PYTEST_ARGS adds arguments, e.g. PYTEST_ARGS="-k seft".
+TEST_WORKERS ?= 2
+PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadgroup
+
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PYTEST_PARALLEL) --durations=25 $(PYTEST_ARGS)
+
+test-fast: setup
+	$(BIN)/python -m pytest $(PYTEST_PARALLEL) -m "not integration" $(PYTEST_ARGS)
 
 ui: setup
 	$(BIN)/alignflow ui

@@ -23,10 +23,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline_lib.config import SamplerConfig  # noqa: E402
 from pipeline_lib.data import load_rows  # noqa: E402
 from pipeline_lib.models import load_tokenizer, resolve_model  # noqa: E402
 from pipeline_lib.sampling import SamplingParams, make_sampler, render_chat  # noqa: E402
+from pipeline_lib.sampling.config import SamplerConfig  # noqa: E402
 
 MT_BENCH = ROOT.parent / "shared" / "data" / "mt-bench-questions.jsonl"
 

@@ -13,8 +13,8 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 
-from pipeline_lib.errors import UserError
-from pipeline_lib.home import alignflow_home
+from pipeline_lib.core.errors import UserError
+from pipeline_lib.core.home import alignflow_home
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -65,6 +65,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     compare.add_argument("recipe", help="path to a comparison recipe, e.g. configs/compare.yaml")
     compare.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    compare.add_argument(
+        "--from-stage", metavar="NAME", help="recompute the first such stage any contestant reaches and every stage after it"
+    )
     _verify_flag(compare)
 
     runs = _command(commands, "runs", "list the pipeline runs logged to MLflow, newest first", _runs)
@@ -139,11 +142,11 @@ def _run(args) -> int:
 
 
 def _compare(args) -> int:
-    return _launch(args, method="compare")
+    return _launch(args, from_stage=args.from_stage, method="compare")
 
 
 def _runs(args) -> int:
-    from pipeline_lib.run_compare import format_runs, list_runs, store_uri
+    from pipeline_lib.tracking.compare import format_runs, list_runs, store_uri
 
     runs = list_runs(args.experiment, args.limit, args.tracking_uri)
     print(format_runs(runs) if runs else f"no pipeline runs in {store_uri(args.tracking_uri)}")
@@ -151,7 +154,7 @@ def _runs(args) -> int:
 
 
 def _compare_runs(args) -> int:
-    from pipeline_lib.run_compare import compare_runs, format_comparison, write_plot
+    from pipeline_lib.tracking.compare import compare_runs, format_comparison, write_plot
 
     comparison = compare_runs(args.runs, args.experiment, args.tracking_uri)
     print(format_comparison(comparison, all_metrics=args.all_metrics))
@@ -163,7 +166,8 @@ def _compare_runs(args) -> int:
 def _check(args) -> int:
     import yaml
 
-    from pipeline_lib.config import config_hash, load_recipe
+    from methods.recipe import load_recipe
+    from pipeline_lib.config import config_hash
 
     recipe = load_recipe(args.recipe, args.overrides)
     print(yaml.safe_dump(recipe.to_dict(), sort_keys=False), end="")

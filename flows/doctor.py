@@ -33,7 +33,7 @@ def _torch() -> tuple[str, str]:
 
 
 def _home() -> tuple[str, str]:
-    from pipeline_lib.home import alignflow_home
+    from pipeline_lib.core.home import alignflow_home
 
     home = alignflow_home()
     probe = home / ".doctor-probe"
@@ -46,7 +46,7 @@ def _home() -> tuple[str, str]:
 
 def _models() -> tuple[str, str]:
     from pipeline_lib.models import ALIASES, smollm2_gguf
-    from pipeline_lib.home import models_dir
+    from pipeline_lib.core.home import models_dir
     from pipeline_lib.models.cache import alias_folder, is_built
 
     gguf = smollm2_gguf()  # raises with the install hint when the package is missing
@@ -100,7 +100,7 @@ def _vllm() -> tuple[str, str]:
     return OK, f"vllm {result.stdout.strip()} at {python}"
 
 
-CHECKS = [
+DOCTOR_CHECKS = [
     Check("torch", True, _torch),
     Check("alignflow home", True, _home),
     Check("model cache", True, _models),
@@ -113,7 +113,7 @@ CHECKS = [
 def doctor() -> int:
     rows = []
     broken = False
-    for check in CHECKS:
+    for check in DOCTOR_CHECKS:
         try:
             status, detail = check.run()
         except Exception as err:  # a check that crashes is a failed check, not a crashed doctor

@@ -2,39 +2,27 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 import re
 import sys
 from pathlib import Path
 
 from flows.local_api import local_prefect_api
-from pipeline_lib import interrupts
-from pipeline_lib.config import load_recipe
-from pipeline_lib.errors import UserError
+from methods import METHODS
+from methods.preflight import check_data_sources
+from methods.recipe import load_recipe
+from pipeline_lib.core import interrupts
+from pipeline_lib.core.errors import UserError
 from pipeline_lib.models import check_reference
-from pipeline_lib.preflight import check_data_sources
-from pipeline_lib.runs import StageForcing
-
-# recipe.method -> the module holding that method's flow (FLOW, or FLOWS[method]) and its STAGES.
-FLOW_MODULES = {
-    "evaluate": "flows.evaluate",
-    "seft": "flows.seft",
-    "compare": "flows.compare",
-    "cel": "flows.cel",
-    **{method: "flows.methods" for method in ("sft", "ift", "dpo", "spin", "figa")},
-}
+from pipeline_lib.store.runs import StageForcing
+from tasks.stage import DECLARED
 
 
-def _flow_module(method: str):
-    if method not in FLOW_MODULES:
-        raise UserError(f"method {method!r} has no flow yet; available: {', '.join(FLOW_MODULES)}")
-    return importlib.import_module(FLOW_MODULES[method])
-
-
-def method_flow(method: str):
-    module = _flow_module(method)
-    return module.FLOWS[method] if hasattr(module, "FLOWS") else module.FLOW
+def flow_for(method: str):
+    """The flow the registry names for ``method`` (imported only now: it loads Prefect and the method's code)."""
+    if method not in METHODS:
+        raise UserError(f"method {method!r} has no flow yet; available: {', '.join(METHODS)}")
+    return METHODS[method].load_flow()
 
 
 _FAILED_WITH_USER_ERROR = re.compile(r"^Finished in state Failed\(.*encountered an exception UserError: ")
@@ -63,11 +51,12 @@ def _quiet_user_errors_on_console() -> None:
 
 def launch(recipe_path: str, overrides: list[str], from_stage: str | None = None, method: str | None = None) -> int:
     # Validate before Prefect starts, so a typo costs a second, not a server start.
+    # The flow gets the parsed recipe: it is read once per command.
     recipe = load_recipe(recipe_path, overrides)
     if method is not None and recipe.method != method:
         raise UserError(f"{recipe_path}: method is {recipe.method!r}; this command runs {method!r} recipes")
-    module = _flow_module(recipe.method)
-    StageForcing(module.STAGES, from_stage)
+    flow = flow_for(recipe.method)
+    StageForcing(sorted(DECLARED), from_stage)  # a misspelt --from-stage fails here, naming the stages
     check_reference(recipe.model.ref)
     check_data_sources(recipe)
     _quiet_user_errors_on_console()
@@ -77,12 +66,7 @@ def launch(recipe_path: str, overrides: list[str], from_stage: str | None = None
     # where it landed (a __del__, Prefect's teardown) still stops the run.
     with interrupts.sticky_interrupts():
         with local_prefect_api() as private:
-            state = method_flow(recipe.method)(
-                recipe=str(Path(recipe_path).resolve()),
-                overrides=list(overrides),
-                from_stage=from_stage,
-                return_state=True,
-            )
+            state = flow(recipe=recipe, from_stage=from_stage, return_state=True)
             flow_run_id = state.state_details.flow_run_id
             prefect_location = _prefect_location(flow_run_id, private)
         # Last check: an interrupt the flow never saw still ends the command with 130, not 0.
@@ -111,12 +95,12 @@ def print_report(result: dict, flow_run_id, prefect_location: str) -> None:
 
 
 def print_rounds(result: dict) -> None:
-    from pipeline_lib.evaluation import family_table, read_metrics
-    from pipeline_lib.round_table import text_table
+    from pipeline_lib.reporting.tables import family_table, text_table
+    from pipeline_lib.suite.scoring import read_metrics
 
     rounds = result["rounds"]
     print("\n" + text_table(rounds))
-    last_scores = Path(result["run_dir"]) / f"round-{max(rounds)}" / "eval-scores"
+    last_scores = Path(result["run_dir"]) / f"round-{max(rounds)}" / "score"
     if last_scores.exists():  # suite runs; a CEL run plays games instead
         print("\nper family, last round:\n" + family_table(read_metrics(last_scores)))
 
@@ -132,7 +116,7 @@ def _mlflow_location(run_id: str) -> str:
 
 
 def _prefect_location(flow_run_id, private: bool) -> str:
-    from flows.reporting import flow_run_url
+    from tasks.reporting import flow_run_url
 
     url = flow_run_url(str(flow_run_id))
     return f"stored locally; `alignflow ui` (or `make ui`) shows it at {url}" if private else url

@@ -21,10 +21,10 @@ from prefect.events.worker import EventsWorker
 from prefect.logging.handlers import APILogWorker
 from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, get_current_settings, temporary_settings
 
-from pipeline_lib.servers import HOST, free_port, spawn_tied, stop_group, wait_healthy
-from pipeline_lib.home import prefect_home
+from pipeline_lib.core.servers import HOST, free_port, spawn_tied, stop_group, wait_healthy
+from pipeline_lib.core.home import prefect_home
 
-START_ATTEMPTS = 3
+API_START_ATTEMPTS = 3
 # Where `alignflow ui` (or `make ui`) serves the Prefect UI by default.
 UI_URL = f"http://{HOST}:4200"
 
@@ -40,7 +40,7 @@ def _start(timeout: float) -> tuple[subprocess.Popen, str]:
         "PREFECT_UI_ENABLED": "0",
         "PREFECT__SERVER_EPHEMERAL": "1",
     }
-    for _ in range(START_ATTEMPTS):
+    for _ in range(API_START_ATTEMPTS):
         port = free_port()
         url = f"http://{HOST}:{port}/api"
         command = [
@@ -59,7 +59,7 @@ def _start(timeout: float) -> tuple[subprocess.Popen, str]:
         except BaseException:
             stop_group(server)
             raise
-    raise RuntimeError(f"the local Prefect API did not start after {START_ATTEMPTS} attempts; see {_log_file()}")
+    raise RuntimeError(f"the local Prefect API did not start after {API_START_ATTEMPTS} attempts; see {_log_file()}")
 
 
 @contextmanager

@@ -2,7 +2,9 @@
 
 What is served is listed in ``deployments/deployments.yaml``: each entry
 names a recipe (which decides the flow), its default overrides, and
-optionally a cron schedule. Runs execute in this process's children, against
+optionally a cron schedule; with ``every_method`` (the default), every method
+in the registry is also served on demand as ``default``, with its example
+recipe. Runs execute in this process's children, against
 the Prefect server in PREFECT_API_URL (by default the one `alignflow ui`
 starts), and stop when this command stops.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import yaml
 from prefect import serve
@@ -20,10 +23,10 @@ from prefect.schedules import Cron
 from prefect.settings import PREFECT_API_URL
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from flows.launch import method_flow
 from flows.local_api import UI_URL
-from pipeline_lib.config import load_recipe
-from pipeline_lib.errors import UserError
+from methods import METHODS
+from methods.recipe import load_recipe
+from pipeline_lib.core.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_FILE = REPO / "deployments" / "deployments.yaml"
@@ -44,7 +47,8 @@ class ServeFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
     limit: int = Field(default=2, ge=1)
     concurrency: dict[str, int] = {}
-    deployments: list[DeploymentEntry] = Field(min_length=1)
+    every_method: bool = True
+    deployments: list[DeploymentEntry] = []
 
 
 def load_serve_file(path: str | Path) -> ServeFile:
@@ -65,20 +69,34 @@ def load_serve_file(path: str | Path) -> ServeFile:
 
 def build_deployments(spec: ServeFile, base: Path = REPO) -> list:
     """Each entry as a deployment of its recipe's flow; a recipe that does not validate stops here, not at 2 a.m."""
-    deployments = []
-    for entry in spec.deployments:
-        recipe_path = (base / entry.recipe).resolve()
-        recipe = load_recipe(str(recipe_path), entry.overrides)
-        deployments.append(
-            method_flow(recipe.method).to_deployment(
-                name=entry.name,
-                parameters={"recipe": str(recipe_path), "overrides": entry.overrides},
-                schedules=[Cron(entry.cron, timezone=entry.timezone)] if entry.cron else None,
-                description=entry.description or f"{recipe.method}: {entry.recipe} {' '.join(entry.overrides)}".strip(),
-                tags=["alignflow", recipe.method, *entry.tags],
-            )
+    return [
+        METHODS[recipe.method].load_flow().to_deployment(
+            name=entry.name,
+            parameters={"recipe": str(path), "overrides": entry.overrides},
+            schedules=[Cron(entry.cron, timezone=entry.timezone)] if entry.cron else None,
+            description=entry.description or f"{recipe.method}: {entry.recipe} {' '.join(entry.overrides)}".strip(),
+            tags=["alignflow", recipe.method, *entry.tags],
         )
-    return deployments
+        for entry, path, recipe in _entries(spec, base)
+    ]
+
+
+def _entries(spec: ServeFile, base: Path) -> list[tuple[DeploymentEntry, Path, Any]]:
+    """(entry, recipe path, parsed recipe): the file's entries, then each registered method's ``default``
+    one (its example recipe) unless the file names that deployment already."""
+    entries = [(entry, (base / entry.recipe).resolve()) for entry in spec.deployments]
+    if spec.every_method:
+        entries += [(DeploymentEntry(name="default", recipe=m.example_recipe), (base / m.example_recipe).resolve())
+                    for m in METHODS.values()]  # fmt: skip
+    parsed, seen = [], set()
+    for entry, path in entries:
+        recipe = load_recipe(str(path), entry.overrides)
+        if (recipe.method, entry.name) not in seen:
+            seen.add((recipe.method, entry.name))
+            parsed.append((entry, path, recipe))
+    if not parsed:
+        raise UserError("the deployments file serves nothing: add deployments or leave every_method on")
+    return parsed
 
 
 def apply_concurrency_limits(limits: dict[str, int]) -> None:

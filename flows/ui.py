@@ -14,9 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-from pipeline_lib.servers import HOST, port_in_use, spawn_tied, stop_group, wait_healthy
-from pipeline_lib.errors import UserError
-from pipeline_lib.home import mlflow_dir
+from pipeline_lib.core.servers import HOST, port_in_use, spawn_tied, stop_group, wait_healthy
+from pipeline_lib.core.errors import UserError
+from pipeline_lib.core.home import mlflow_dir
 from pipeline_lib.tracking import default_tracking_uri
 
 

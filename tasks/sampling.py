@@ -1,43 +1,45 @@
 """Generation stages: every one goes through the sampler interface."""
 
+from __future__ import annotations
+
 from pathlib import Path
 
-from pipeline_lib.config import SamplerConfig
-from pipeline_lib.evaluation import read_items
 from pipeline_lib.sampling import SamplingParams
+from pipeline_lib.sampling.config import SamplerConfig
 from pipeline_lib.sampling.stage import sample_chat
-from tasks.stage import build_with_shards, running_stage, stage_task
+from pipeline_lib.suite.files import read_items
+from tasks.stage import Input, Neutral, stage
 
 SAMPLES_FILE = "samples.parquet"
 
 
-@stage_task("generate-answers", tags=("accelerator",))
+@stage("generate-answers", scratch="partial", tags=("accelerator",))
 def generate_answers(
-    out_dir: str,
-    key: str,
-    force: bool,
-    items_dir: str,
-    model_path: str,
-    dtype: str,
-    sampler: SamplerConfig,
+    tmp: Path,
+    scratch: Path,
+    model: Input,
+    items: Input,
     params: SamplingParams,
-    batch_size: int,
-) -> str:
-    """Answer every suite item (``n`` samples each, per ``params``)."""
+    backend: str,
+    dtype: str,
+    sampler: Neutral(SamplerConfig),
+    batch_size: Neutral(int),
+) -> dict:
+    """Answer every suite item (``params.n`` samples each); ``sampler`` says how to reach ``backend``."""
+    suite_items = read_items(Path(items))
+    stats = sample_chat(
+        [item.id for item in suite_items],
+        [item.prompt for item in suite_items],
+        Path(model),
+        dtype,
+        sampler.model_copy(update={"backend": backend}),
+        params,
+        tmp / SAMPLES_FILE,
+        scratch,
+        batch_size=batch_size,
+    )
+    return {"sampling": stats, "rows": stats["n_samples"]}
 
-    def build(tmp: Path, shards: Path) -> dict:
-        items = read_items(Path(items_dir))
-        stats = sample_chat(
-            [item.id for item in items],
-            [item.prompt for item in items],
-            Path(model_path),
-            dtype,
-            sampler,
-            params,
-            tmp / SAMPLES_FILE,
-            shards,
-            batch_size=batch_size,
-        )
-        return {"sampling": stats, "rows": stats["n_samples"]}
 
-    return build_with_shards(out_dir, running_stage(), key, build, force)
+# The policy's own samples, which a method learns from; held-out answers keep the name above.
+sample_policy = generate_answers.named("sample-policy")

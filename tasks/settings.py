@@ -7,8 +7,8 @@ Prefect itself. Values are defaults only: a user who exports PREFECT_API_URL
 
 import os
 
-from pipeline_lib.errors import UserError
-from pipeline_lib.home import prefect_home
+from pipeline_lib.core.errors import UserError
+from pipeline_lib.core.home import prefect_home
 
 
 def configure_prefect() -> None:

@@ -1,32 +1,43 @@
 """How every pipeline stage becomes a cached, resumable Prefect task.
 
-A stage's key is ``store.cache_key`` of its name and version, the hash of the
-config it reads, and the digests of its inputs. Its output lives in the
-key-addressed ``store.stage_dir``, so the key alone says where the output
-is: a retry, a rerun, and another run with the same inputs all find it, and
-the run folder only links to it. Prefect caches on the same key; the folder's
-manifest stays the ground truth, so a deleted output is rebuilt, not trusted.
+A stage is a function ``body(tmp, **args) -> manifest fields`` declared with
+``@stage``. Its parameters are the one description of what it reads: the key
+is hashed from exactly the arguments the body receives, so a call site cannot
+key one thing and pass another. Parameters typed ``Input`` are files or
+folders, keyed by their content digest; ``Neutral`` ones (how to reach a
+server, a batch size) cannot change the output and stay out of the key;
+``KeyedAs`` keys the part of a value the stage reads.
+
+The output lives in the key-addressed ``store.stage_dir``, so the key alone
+says where it is: a retry, a rerun and another run with the same inputs all
+find it, and the run folder only links to it. Prefect caches on the same key;
+the folder's manifest stays the ground truth, so a deleted output is rebuilt,
+not trusted.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import json
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import Annotated, Any, get_args, get_origin, get_type_hints
 
 from prefect import Task, task
 from prefect.cache_policies import CachePolicy
-from prefect.runtime import task_run
 from prefect.settings import PREFECT_LOCAL_STORAGE_PATH
 from pydantic_core import to_jsonable_python
 
-from pipeline_lib import interrupts
-from pipeline_lib.config import hash_json
-from pipeline_lib.errors import UserError
+from pipeline_lib.core import interrupts
+from pipeline_lib.core.errors import UserError
+from pipeline_lib.core.hashing import hash_json
 from pipeline_lib.store import (
     MANIFEST,
     build_stage,
@@ -37,6 +48,7 @@ from pipeline_lib.store import (
     link,
     owning_stage_folder,
     read_manifest,
+    source_digest,
     stage_dir,
     stage_problem,
     writer_busy,
@@ -44,6 +56,197 @@ from pipeline_lib.store import (
 from tasks.settings import cache_key_storage
 
 VERIFY_ENV = "ALIGNFLOW_VERIFY"
+
+_INPUT, _NEUTRAL = "input", "neutral"
+Input = Annotated[str, _INPUT]
+"""A file or folder the stage reads; its content digest keys the stage."""
+OptionalInput = Annotated["str | None", _INPUT]
+
+
+def Neutral(kind: Any) -> Any:  # noqa: N802 - reads as a type in signatures
+    """A parameter that cannot change the output (a server to reach, a batch size): left out of the key."""
+    return Annotated[kind, _NEUTRAL]
+
+
+@dataclass(frozen=True)
+class KeyedAs:
+    """Key the part of a parameter the stage reads, e.g. a config without the sections it ignores."""
+
+    narrow: Callable[[Any], Any]
+
+
+def KeyedBy(kind: Any, narrow: Callable[[Any], Any]) -> Any:  # noqa: N802
+    return Annotated[kind, KeyedAs(narrow)]
+
+
+# Every declared stage by name, for --from-stage and the docs. One name may have
+# several bodies (each method builds its own training rows); they share the name.
+DECLARED: dict[str, list[Stage]] = {}
+
+
+@dataclass(frozen=True)
+class Param:
+    role: str  # "input", "neutral" or "config"
+    narrow: Callable[[Any], Any] | None = None
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A declared stage: its name, version, code digest, body and the roles of the body's parameters."""
+
+    name: str
+    body: Callable[..., Mapping[str, Any] | None]
+    version: int = 1
+    code: tuple[ModuleType, ...] = ()
+    scratch: str | None = None
+    tags: tuple[str, ...] = ()
+    params: Mapping[str, Param] = field(default_factory=dict)
+    task: Task | None = None
+
+    def named(self, name: str) -> Stage:
+        """The same body under another name (the policy's samples run generate-answers' body)."""
+        return _declare(dataclasses.replace(self, name=name, task=None))
+
+    def key_parts(self, args: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+        """(config hashed into the key, inputs digested into it): every parameter but the neutral ones."""
+        config: dict[str, Any] = {}
+        inputs: dict[str, str] = {}
+        for name, param in self.params.items():
+            value = args[name]
+            if param.role == _INPUT:
+                if value is not None:
+                    inputs[name] = str(value)
+            elif param.role != _NEUTRAL:
+                config[name] = param.narrow(value) if param.narrow else value
+        if self.code:
+            config["code"] = source_digest(*self.code)
+        return config, inputs
+
+    def key(self, args: Mapping[str, Any]) -> str:
+        config, inputs = self.key_parts(args)
+        return cache_key(
+            f"{self.name}@v{self.version}",
+            hash_json(to_jsonable_python(config)),
+            {name: digest_path(path) for name, path in inputs.items()},
+        )
+
+    def bind(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        """Every parameter's value, defaults filled in; a missing or unknown one is a programming error."""
+        signature = inspect.signature(self.body)
+        bound = signature.bind(None, **({"scratch": None} if self.scratch else {}), **args)
+        bound.apply_defaults()
+        return {name: value for name, value in bound.arguments.items() if name in self.params}
+
+    def run(self, link_as: Path, force: bool | Callable[[str], bool] = False, **args: Any) -> str:
+        """Run (or reuse) the stage and link its output into the run folder at ``link_as``; return the output folder.
+
+        ``force`` is a flag or the run's ``StageForcing``.
+        """
+        interrupts.check()  # a ctrl-C swallowed since the last stage stops the run here
+        if callable(force):
+            force = force(self.name)
+        args = self.bind(args)
+        key = self.key(args)
+        out_dir = stage_dir(self.name, key)
+        where = f"{link_as.parent.name}/{link_as.name}"
+        problem = None if force else stage_problem(out_dir, key, full=verify_requested())
+        rebuild = problem is not None and out_dir.exists()
+        waits = problem is not None and not rebuild and writer_busy(out_dir)
+        refresh = force or problem is not None
+        status = (
+            "forced" if force
+            else f"rebuilding: the finished output failed verification ({problem})" if rebuild
+            else "waiting for another run building it" if waits
+            else "running" if refresh
+            else "reusing finished output"
+        )  # fmt: skip
+        # stderr, not Prefect's logger: the console shows WARNING and above only,
+        # and the UI already shows each stage's state (Cached / Completed).
+        _say(self.name, where, status)
+        if refresh:
+            _check_inputs(self.name, self.key_parts(args)[1])
+        called = time.time()
+        # Named by where it runs, so the UI tells round 1's training from round 2's.
+        assert self.task is not None
+        self.task.with_options(refresh_cache=refresh, task_run_name=f"{self.name}/{link_as.parent.name}")(
+            out_dir=str(out_dir), key=key, force=force or rebuild, args=args
+        )
+        manifest = read_manifest(out_dir) or {}
+        if waits and manifest.get("started_at", called) < called:
+            _say(self.name, where, "reusing the output the other run built")
+        if manifest.get("skipped_rows"):
+            counts = ", ".join(f"{reason}: {n}" for reason, n in manifest["skipped_rows"].items())
+            _say(self.name, where, f"skipped {sum(manifest['skipped_rows'].values())} rows ({counts}); see {out_dir / MANIFEST}")
+        link(link_as, out_dir)
+        interrupts.check()
+        # The folder is a function of the key; a cached return value from another
+        # time can never point anywhere else.
+        return str(out_dir)
+
+    def build(self, out_dir: str, key: str, force: bool, args: Mapping[str, Any]) -> str:
+        """The task's body: build the key's folder atomically (or find it built)."""
+        out = Path(out_dir)
+        scratch = out.with_name(f"{out.name}.{self.scratch}") if self.scratch else None
+        if force and scratch is not None:
+            # Forced means recomputed: progress kept from an earlier attempt is not reused.
+            shutil.rmtree(scratch, ignore_errors=True)
+        extra = {"scratch": scratch} if scratch is not None else {}
+        inputs = self.key_parts(args)[1]
+
+        def fill(tmp: Path) -> Mapping[str, Any] | None:
+            return self.body(tmp, **extra, **args)
+
+        return str(build_stage(out, self.name, key, fill, inputs=inputs, force=force, scratch=scratch))
+
+
+def stage(
+    name: str, *, version: int = 1, code: tuple[ModuleType, ...] = (), scratch: str | None = None, tags: tuple[str, ...] = ()
+) -> Callable[[Callable[..., Mapping[str, Any] | None]], Stage]:
+    """Declare a stage whose body is ``body(tmp, [scratch,] **args)``.
+
+    ``version``: bump it when the body's code changes what it writes (expensive
+    stages: generation, training), so old outputs are not reused. ``code``:
+    modules whose source digest keys the stage instead (cheap stages that are
+    a pure function of code, such as generating and grading the suite).
+    ``scratch``: a suffix; the body gets a folder beside the output that keeps
+    progress across attempts (sampling shards, the trainer's checkpoints).
+    """
+
+    def declare(body: Callable[..., Mapping[str, Any] | None]) -> Stage:
+        return _declare(Stage(name, body, version, tuple(code), scratch, tuple(tags), _params(body, scratch)))
+
+    return declare
+
+
+def _params(body: Callable, scratch: str | None) -> dict[str, Param]:
+    hints = get_type_hints(body, include_extras=True)
+    names = list(inspect.signature(body).parameters)[1:]  # after tmp
+    if scratch:
+        if names[:1] != ["scratch"]:
+            raise TypeError(f"{body.__qualname__}: a stage with scratch takes (tmp, scratch, ...)")
+        names = names[1:]
+    params = {}
+    for name in names:
+        hint = hints.get(name)
+        extras = get_args(hint)[1:] if get_origin(hint) is Annotated else ()
+        role = _INPUT if _INPUT in extras else _NEUTRAL if _NEUTRAL in extras else "config"
+        narrow = next((e.narrow for e in extras if isinstance(e, KeyedAs)), None)
+        params[name] = Param(role, narrow)
+    return params
+
+
+def _declare(declared: Stage) -> Stage:
+    prefect_task = task(
+        declared.build,
+        name=declared.name,
+        version=str(declared.version),
+        cache_policy=StageKey().configure(key_storage=cache_key_storage()),
+        persist_result=True,
+        tags=list(declared.tags),
+    )
+    declared = dataclasses.replace(declared, task=prefect_task)
+    DECLARED.setdefault(declared.name, []).append(declared)
+    return declared
 
 
 class StageKey(CachePolicy):
@@ -77,81 +280,6 @@ def _drop_stale_record(key: str) -> None:
         record.unlink(missing_ok=True)
 
 
-def stage_task(
-    name: str, *, version: int = 1, tags: tuple[str, ...] = (), retries: int = 0, **options: Any
-) -> Callable[[Callable], Task]:
-    """Declare a stage. Bump ``version`` when its code changes what it writes, so old outputs are not reused."""
-    return task(
-        name=name,
-        version=str(version),
-        cache_policy=StageKey().configure(key_storage=cache_key_storage()),
-        persist_result=True,
-        tags=list(tags),
-        retries=retries,
-        **options,
-    )
-
-
-def run_stage(
-    stage: Task,
-    *,
-    config: Any,
-    inputs: Mapping[str, str | Path],
-    link_as: Path,
-    force: bool | Callable[[str], bool] = False,
-    **params: Any,
-) -> str:
-    """Run (or reuse) a stage and link its output into the run folder at ``link_as``; return the output folder.
-
-    ``config`` is what the stage reads from the recipe (hashed into the key);
-    ``inputs`` are the files or folders it reads (their digests go into the key);
-    ``force`` is a flag or the flow's ``StageForcing``.
-    """
-    interrupts.check()  # a ctrl-C swallowed since the last stage stops the run here
-    if callable(force):
-        force = force(stage.name)
-    key = cache_key(
-        f"{stage.name}@v{stage.version}",
-        hash_json(to_jsonable_python(config)),
-        {name: digest_path(path) for name, path in inputs.items()},
-    )
-    out_dir = stage_dir(stage.name, key)
-    where = f"{link_as.parent.name}/{link_as.name}"
-    problem = None if force else stage_problem(out_dir, key, full=verify_requested())
-    rebuild = problem is not None and out_dir.exists()
-    waits = problem is not None and not rebuild and writer_busy(out_dir)
-    refresh = force or problem is not None
-    status = (
-        "forced" if force
-        else f"rebuilding: the finished output failed verification ({problem})" if rebuild
-        else "waiting for another run building it" if waits
-        else "running" if refresh
-        else "reusing finished output"
-    )  # fmt: skip
-    # stderr, not Prefect's logger: the console shows WARNING and above only,
-    # and the UI already shows each stage's state (Cached / Completed).
-    _say(stage.name, where, status)
-    # Named by where it runs, so the UI tells round 1's training from round 2's.
-    run_name = f"{stage.name}/{link_as.parent.name}"
-    if refresh:
-        _check_inputs(stage.name, inputs)
-    called = time.time()
-    stage.with_options(refresh_cache=refresh, task_run_name=run_name)(
-        out_dir=str(out_dir), key=key, force=force or rebuild, **params
-    )
-    manifest = read_manifest(out_dir) or {}
-    if waits and manifest.get("started_at", called) < called:
-        _say(stage.name, where, "reusing the output the other run built")
-    if manifest.get("skipped_rows"):
-        counts = ", ".join(f"{reason}: {n}" for reason, n in manifest["skipped_rows"].items())
-        _say(stage.name, where, f"skipped {sum(manifest['skipped_rows'].values())} rows ({counts}); see {out_dir / MANIFEST}")
-    link(link_as, out_dir)
-    interrupts.check()
-    # The folder is a function of the key; a cached return value from another
-    # time can never point anywhere else.
-    return str(out_dir)
-
-
 def _say(stage: str, where: str, what: str) -> None:
     print(f"stage {stage} ({where}): {what}", file=sys.stderr, flush=True)
 
@@ -176,17 +304,3 @@ def _check_inputs(stage: str, inputs: Mapping[str, str | Path]) -> None:
                 f"stage {stage} cannot read its input {name!r}: the output of stage {folder.parent.name} at {folder} "
                 "is corrupt (its content no longer matches its digest); it is marked for rebuilding: rerun the same command"
             )
-
-
-def build_with_shards(out_dir: str, stage: str, key: str, build: Callable[[Path, Path], dict], force: bool) -> str:
-    """``build_stage`` for generation stages: ``build(tmp, shards)`` keeps finished shards in a
-    ``<key>.partial`` folder beside the output, so a killed run resumes mid-stage."""
-    out = Path(out_dir)
-    shards = out.with_name(out.name + ".partial")
-    return str(build_stage(out, stage, key, lambda tmp: build(tmp, shards), force=force, scratch=shards))
-
-
-def running_stage() -> str:
-    """The name of the stage running now; one body may serve several (``task.with_options(name=...)``),
-    and manifests and failure injection must name the one that runs."""
-    return task_run.task_name or "unnamed-stage"

@@ -2,6 +2,11 @@
 
 It is set when this file is imported, before any test module imports Prefect,
 because Prefect reads its settings (derived from the home) once at import.
+
+Under pytest-xdist (`make test`, `-n 2`) every worker imports this file
+itself, so each worker has a home of its own, and with it its own Prefect home,
+Prefect API and MLflow store; the controller's environment (which the workers
+inherit) must therefore not carry any Prefect setting derived from a home.
 """
 
 import os
@@ -11,13 +16,27 @@ from pathlib import Path
 
 import pytest
 
-_HOME = Path(tempfile.mkdtemp(prefix="alignflow-test-home-"))
+WORKER = os.environ.get("PYTEST_XDIST_WORKER")  # "gw0", "gw1", ... under xdist; None otherwise
+
+if WORKER:
+    # Two workers on two cores: one thread each, or torch's OpenMP pools
+    # oversubscribe the cores and every training step slows down severalfold.
+    # Set before torch is imported; `alignflow run` subprocesses inherit it.
+    for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[_name] = "1"
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+_HOME = Path(tempfile.mkdtemp(prefix=f"alignflow-test-home-{WORKER + '-' if WORKER else ''}"))
 os.environ["ALIGNFLOW_HOME"] = str(_HOME)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Tests start their own ephemeral Prefect API and local MLflow store; a
-# developer's exported servers must not receive test runs.
-for _name in ("PREFECT_API_URL", "PREFECT_PROFILE", "MLFLOW_TRACKING_URI"):
-    os.environ.pop(_name, None)
+# developer's exported servers must not receive test runs. Every other Prefect
+# setting (PREFECT_HOME, storage paths) is derived from this session's home
+# below: one inherited from a developer's shell or from the xdist controller
+# would make the workers share a Prefect home.
+for _name in [n for n in os.environ if n.startswith("PREFECT_") and n != "PREFECT_LOGGING_LEVEL"]:
+    os.environ.pop(_name)
+os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 # Before any test module imports Prefect, which reads its settings once.
 from tasks.settings import configure_prefect  # noqa: E402
@@ -25,8 +44,18 @@ from tasks.settings import configure_prefect  # noqa: E402
 configure_prefect()
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
+if WORKER:
+    import torch  # noqa: E402
+
+    torch.set_num_threads(1)
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def pytest_unconfigure(config):
+    # The xdist controller imports this file too, making a home it never uses.
+    shutil.rmtree(_HOME, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

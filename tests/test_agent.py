@@ -28,13 +28,13 @@ from pipeline_lib.agent import (
     play_scripted,
     read_trajectories,
     reflect,
-    sft_rows,
+    winning_step_rows,
     summarise,
     trajectories_table,
     write_trajectories,
 )
 from pipeline_lib.agent.prompts import trajectory_text
-from pipeline_lib.errors import UserError
+from pipeline_lib.core.errors import UserError
 from pipeline_lib.games import GAMES, make_env, solver_action
 from pipeline_lib.sampling.base import Sample, Sampler, SamplingParams
 
@@ -390,7 +390,7 @@ def test_trajectories_round_trip_and_flatten(tmp_path: Path, lost_episode: Traje
 def test_sft_rows_come_from_valid_steps_of_won_episodes(lost_episode: Trajectory) -> None:
     sampler = _solver_with_predictions("frozen_lake", 2, wrong=False)
     won = play_episode(sampler, render, frozen_lake(), Knowledge(), AgentOptions(), 2, 0)
-    rows = sft_rows([won, lost_episode])
+    rows = winning_step_rows([won, lost_episode])
     assert len(rows) == len(won.steps)
     first = rows[0]
     assert [m["role"] for m in first["prompt"]] == ["system", "user"]
@@ -401,7 +401,7 @@ def test_sft_rows_come_from_valid_steps_of_won_episodes(lost_episode: Trajectory
     assert first["completion"] == expected
     assert parse_decision(first["completion"], step.legal_actions).action == step.action
     no_lookahead = dataclasses.replace(won, context=dataclasses.replace(won.context, predict_next=False))
-    assert sft_rows([no_lookahead])[0]["completion"] == f"VALUE: High\nACTION: {step.action}"
+    assert winning_step_rows([no_lookahead])[0]["completion"] == f"VALUE: High\nACTION: {step.action}"
 
 
 # -- options ---------------------------------------------------------------------------
@@ -476,5 +476,5 @@ def test_tiny_model_plays_learns_and_saves(tiny_sampler, tmp_path: Path, game: s
 
     # SFT rows of a won episode tokenise with the project's trainer code.
     won = play_scripted(make_env(game), 11)
-    data = tokenize_sft_rows(sft_rows([won]), tiny_sampler.tokenizer, max_length=4096)
+    data = tokenize_sft_rows(winning_step_rows([won]), tiny_sampler.tokenizer, max_length=4096)
     assert data.rows == len(won.steps) and data.dropped == 0

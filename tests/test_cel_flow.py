@@ -15,12 +15,14 @@ from flow_runs import run_recipe
 from mlflow import MlflowClient
 
 from flows.cli import main
-from pipeline_lib import agent, cel, tracking
-from pipeline_lib.config import CelAblation, config_hash, load_recipe
-from pipeline_lib.errors import UserError
-from pipeline_lib.games import solver_action
+from methods.cel import play
+from methods.cel.config import CelAblation
+from methods.cel.episodes import write_sft_rows
+from methods.recipe import load_recipe
+from pipeline_lib import agent, tracking
+from pipeline_lib.config import config_hash
+from pipeline_lib.core.errors import UserError
 from pipeline_lib.store import read_manifest
-from tasks.cel import cel_sft_rows
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = str(REPO / "configs" / "cel-frozenlake-tiny.yaml")
@@ -59,7 +61,7 @@ def test_a_cel_section_in_another_methods_recipe_is_an_error():
 @pytest.mark.parametrize("game", ["frozen_lake", "sokoban", "minesweeper"])
 def test_held_out_layouts_are_never_learning_layouts(game):
     recipe = load_recipe(TINY, [f"cel.game={game}", "cel.knobs={}", "cel.learn_episodes=30", "cel.eval_episodes=30"])
-    env = cel.make_game(recipe.cel)
+    env = play.make_game(recipe.cel)
 
     def layouts(seeds):
         keys = []
@@ -68,34 +70,34 @@ def test_held_out_layouts_are_never_learning_layouts(game):
             keys.append(env.layout_key())
         return keys
 
-    learning = layouts(cel.learning_seeds(recipe.cel, recipe.seed))
-    held_out = layouts(cel.held_out_seeds(recipe.cel, recipe.seed))
+    learning = layouts(play.learning_seeds(recipe.cel, recipe.seed))
+    held_out = layouts(play.held_out_seeds(recipe.cel, recipe.seed))
     assert len(held_out) == len(set(held_out)) == 30
     assert not set(held_out) & set(learning)
     # Another recipe seed plays other layouts.
-    assert cel.held_out_seeds(recipe.cel, 1) != cel.held_out_seeds(recipe.cel, recipe.seed)
+    assert play.held_out_seeds(recipe.cel, 1) != play.held_out_seeds(recipe.cel, recipe.seed)
 
 
 def test_too_few_distinct_levels_is_a_clear_error():
     recipe = load_recipe(TINY, ["cel.knobs={size: 3, hole_fraction: 0.0}", "cel.eval_episodes=5"])
     with pytest.raises(UserError, match="too few distinct levels"):
-        cel.held_out_seeds(recipe.cel, recipe.seed)
+        play.held_out_seeds(recipe.cel, recipe.seed)
 
 
 def test_agent_options_follow_the_recipe():
     recipe = load_recipe(TINY, ["cel.ablation=search", "cel.temperature=0.9", "cel.eval_temperature=0.1"])
-    learning = cel.agent_options(recipe.cel, 7, evaluation=False)
-    held_out = cel.agent_options(recipe.cel, 7, evaluation=True)
+    learning = play.agent_options(recipe.cel, 7, evaluation=False)
+    held_out = play.agent_options(recipe.cel, 7, evaluation=True)
     assert (learning.mode, learning.learn, learning.temperature, learning.seed) == ("lookahead", True, 0.9, 7)
     assert (held_out.mode, held_out.learn, held_out.temperature) == ("lookahead", False, 0.1)
     frozen = load_recipe(TINY, ["cel.ablation=frozen", "cel.mode=lookahead"]).cel
-    assert cel.agent_options(frozen, 0, evaluation=False).learn is False
-    assert cel.agent_options(frozen, 0, evaluation=False).mode == "lookahead"
+    assert play.agent_options(frozen, 0, evaluation=False).learn is False
+    assert play.agent_options(frozen, 0, evaluation=False).mode == "lookahead"
 
 
 def test_sft_rows_keep_only_successful_episodes(tmp_path):
     recipe = load_recipe(TINY, ["cel.max_steps=null"])
-    env = cel.make_game(recipe.cel)
+    env = play.make_game(recipe.cel)
     won = agent.play_scripted(env, 3)
     lost = agent.play_scripted(env, 4, policy=lambda e: e.legal_actions()[0])
     assert won.success and not lost.success
@@ -103,14 +105,16 @@ def test_sft_rows_keep_only_successful_episodes(tmp_path):
     learn_dir.mkdir()
     agent.write_trajectories(learn_dir / "trajectories.jsonl", [won, lost])
     out = tmp_path / "rows"
-    cel_sft_rows.fn(out_dir=str(out), key="k", force=False, learn_dir=str(learn_dir))
+    out.mkdir()
+    counts = write_sft_rows(learn_dir, out)
     rows = pq.read_table(out / "train.parquet").to_pylist()
-    assert len(rows) == len(won.steps) == read_manifest(out)["rows"]
-    assert read_manifest(out)["successful_episodes"] == 1
+    assert len(rows) == len(won.steps) == counts["rows"]
+    assert counts["successful_episodes"] == 1
     # Each row teaches the format with the move the winning episode made.
     assert [row["completion"].splitlines()[-1] for row in rows] == [f"ACTION: {s.action}" for s in won.steps]
 
 
+@pytest.mark.integration
 def test_cel_tiny_learns_logs_knowledge_per_episode_and_resumes(capsys, alignflow_home):
     recipe, run_dir = _run_dir(alignflow_home, TINY)
     out, states = run_recipe(capsys, TINY)
@@ -122,7 +126,7 @@ def test_cel_tiny_learns_logs_knowledge_per_episode_and_resumes(capsys, alignflo
     learned = read_manifest(run_dir / "round-1" / "cel-learn")
     assert learned["summary"]["episodes"] == recipe.cel.learn_episodes
     held_out = json.loads((run_dir / "round-1" / "cel-evaluate" / "metrics.json").read_text())
-    assert [e["seed"] for e in held_out["episodes"]] == cel.held_out_seeds(recipe.cel, recipe.seed)
+    assert [e["seed"] for e in held_out["episodes"]] == play.held_out_seeds(recipe.cel, recipe.seed)
     trajectories = agent.read_trajectories(run_dir / "round-1" / "cel-learn" / "trajectories.jsonl")
     assert all(len(t.steps) <= recipe.cel.max_steps for t in trajectories)
 
@@ -148,6 +152,7 @@ def test_cel_tiny_learns_logs_knowledge_per_episode_and_resumes(capsys, alignflo
     assert "cel-evaluate: episode 3/3 played" in err
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("game", ["sokoban", "minesweeper"])
 def test_cel_tiny_runs_every_game(game, capsys, alignflow_home):
     recipe_path = str(REPO / "configs" / f"cel-{game}-tiny.yaml")
@@ -159,6 +164,7 @@ def test_cel_tiny_runs_every_game(game, capsys, alignflow_home):
     assert [t.game for t in trajectories] == [game] * recipe.cel.eval_episodes
 
 
+@pytest.mark.integration
 def test_a_killed_learning_stage_resumes_at_the_episode_it_was_in(alignflow_home, tmp_path):
     settings = ["cel.learn_episodes=4", "cel.baseline=false", "cel.sft.enabled=false", "cel.max_steps=3"]
     script = Path(sys.executable).with_name("alignflow")

@@ -46,6 +46,7 @@ def test_every_shipped_recipe_validates(recipe):
     assert main(["check", str(REPO / "configs" / recipe)]) == 0
 
 
+@pytest.mark.integration
 def test_console_script_exit_code_from_a_real_process(tmp_path):
     # The installed entry point, as a shell would run it.
     script = Path(sys.executable).with_name("alignflow")

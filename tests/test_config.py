@@ -1,8 +1,10 @@
 import pytest
 import yaml
 
-from pipeline_lib.config import apply_override, config_hash, load_recipe, save_resolved, validate_recipe
-from pipeline_lib.errors import UserError
+from methods.recipe import load_recipe, validate_recipe
+
+from pipeline_lib.config import apply_override, config_hash, save_resolved
+from pipeline_lib.core.errors import UserError
 
 
 @pytest.fixture()

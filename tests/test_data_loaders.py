@@ -10,15 +10,26 @@ from pathlib import Path
 import datasets
 import pytest
 
+from pipeline_lib.core.errors import UserError
+from pipeline_lib.core.home import alignflow_home
+from pipeline_lib.core.hub import is_hub_id
 from pipeline_lib.data import content_hash, features_for, load_rows
-from pipeline_lib.errors import UserError
-from pipeline_lib.home import alignflow_home
-from pipeline_lib.hub import is_hub_id
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-HH = SHARED / "hh-rlhf-harmless-base-test.jsonl.gz"
-QUESTIONS = SHARED / "mt-bench-questions.jsonl"
-REFERENCES = SHARED / "mt-bench-reference-gpt4.jsonl"
+
+# The real files, in the shared data folder; conftest's shared_data skips the tests that read them without it.
+@pytest.fixture(scope="module")
+def hh_file(shared_data: Path) -> Path:
+    return shared_data / "hh-rlhf-harmless-base-test.jsonl.gz"
+
+
+@pytest.fixture(scope="module")
+def questions_file(shared_data: Path) -> Path:
+    return shared_data / "mt-bench-questions.jsonl"
+
+
+@pytest.fixture(scope="module")
+def references_file(shared_data: Path) -> Path:
+    return shared_data / "mt-bench-reference-gpt4.jsonl"
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
@@ -49,11 +60,11 @@ def hh(*turns: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def hh_result():
-    return load_rows(str(HH), "preference")
+def hh_result(hh_file):
+    return load_rows(str(hh_file), "preference")
 
 
-def test_hh_rlhf_rows_are_dialogue_prefix_plus_final_replies(hh_result):
+def test_hh_rlhf_rows_are_dialogue_prefix_plus_final_replies(hh_result, hh_file):
     assert hh_result.format == "hh-rlhf"
     assert (hh_result.n_read, hh_result.n_kept) == (2312, 2299)
     assert hh_result.skipped == {
@@ -68,7 +79,7 @@ def test_hh_rlhf_rows_are_dialogue_prefix_plus_final_replies(hh_result):
         assert row["chosen"].strip() and row["rejected"].strip() and row["chosen"] != row["rejected"]
         assert "\n\nHuman:" not in row["chosen"] and "\n\nAssistant:" not in row["rejected"]
     first = hh_result.rows[0]
-    assert first["source_row"] == 0 and first["source"] == str(HH)
+    assert first["source_row"] == 0 and first["source"] == str(hh_file)
     assert [m["content"] for m in first["messages"][::2]] == [
         "what are some pranks with a pen i can do?",
         "yep",
@@ -81,35 +92,35 @@ def test_hh_rlhf_rows_are_dialogue_prefix_plus_final_replies(hh_result):
     assert first["rejected"].startswith("There are lots of funny things you can do with pens")
 
 
-def test_hh_rlhf_skips_are_reported_with_row_and_reason(hh_result):
-    assert str(hh_result.examples[0]) == f"row 86 of {HH}: empty turn in chosen"
+def test_hh_rlhf_skips_are_reported_with_row_and_reason(hh_result, hh_file):
+    assert str(hh_result.examples[0]) == f"row 86 of {hh_file}: empty turn in chosen"
     assert [example.row for example in hh_result.examples] == [86, 516, 667, 763, 925]
     assert hh_result.summary() == (
-        f"kept 2299 of 2312 rows from {HH}; skipped 13: chosen turns do not alternate user/assistant (8), "
+        f"kept 2299 of 2312 rows from {hh_file}; skipped 13: chosen turns do not alternate user/assistant (8), "
         "empty turn in chosen (4), rejected turns do not alternate user/assistant (1)"
     )
 
 
-def test_ids_are_unique_content_hashes_stable_across_loads(hh_result):
+def test_ids_are_unique_content_hashes_stable_across_loads(hh_result, hh_file):
     ids = hh_result.rows["id"]
     assert len(set(ids)) == len(ids)
-    again = load_rows(str(HH), "preference", limit=3)
+    again = load_rows(str(hh_file), "preference", limit=3)
     assert again.rows["id"] == ids[:3]
     first = hh_result.rows[0]
     content = {key: first[key] for key in ("prompt", "messages", "chosen", "rejected")}
     assert first["id"] == content_hash(content)
 
 
-def test_hh_rlhf_as_messages_is_the_chosen_dialogue():
-    result = load_rows(str(HH), "messages", limit=20)
+def test_hh_rlhf_as_messages_is_the_chosen_dialogue(hh_file):
+    result = load_rows(str(hh_file), "messages", limit=20)
     assert (result.format, result.n_kept, result.n_read) == ("hh-rlhf", 20, 20)
     first = result.rows[0]["messages"]
     assert roles(first) == ["user", "assistant"] * 3
     assert first[-1]["content"].startswith("No, sorry!  All of these involve a pen")
 
 
-def test_mt_bench_questions_are_two_turn_prompts_with_categories():
-    result = load_rows(str(QUESTIONS), "prompt")
+def test_mt_bench_questions_are_two_turn_prompts_with_categories(questions_file):
+    result = load_rows(str(questions_file), "prompt")
     assert (result.format, result.n_read, result.n_kept, result.skipped) == ("mt-bench", 80, 80, {})
     rows = result.rows
     assert all(len(turns) == 2 for turns in rows["turns"])
@@ -126,9 +137,9 @@ def test_mt_bench_questions_are_two_turn_prompts_with_categories():
     assert by_id["133"]["reference"][1].startswith("The answer to should only include")
 
 
-def test_mt_bench_reference_answers_load_through_a_column_mapping():
+def test_mt_bench_reference_answers_load_through_a_column_mapping(questions_file, references_file):
     result = load_rows(
-        str(REFERENCES), "answer", columns={"id": "question_id", "response": "choices.0.turns"}, format="plain"
+        str(references_file), "answer", columns={"id": "question_id", "response": "choices.0.turns"}, format="plain"
     )
     assert (result.n_kept, result.skipped) == (30, {})
     assert result.rows["id"] == [str(number) for number in range(101, 131)]
@@ -139,7 +150,7 @@ def test_mt_bench_reference_answers_load_through_a_column_mapping():
     )
     assert len(first["turns"]) == 2
     assert first["metadata"]["model_id"] == "gpt-4" and "choices" not in first["metadata"]
-    categories = {row["id"]: row["metadata"]["category"] for row in load_rows(str(QUESTIONS), "prompt").rows}
+    categories = {row["id"]: row["metadata"]["category"] for row in load_rows(str(questions_file), "prompt").rows}
     assert {categories[row_id] for row_id in result.rows["id"]} == {"math", "reasoning", "coding"}
 
 
@@ -431,9 +442,9 @@ def test_bad_arguments_are_user_errors(tmp_path):
         load_rows(str(tmp_path / "blank.jsonl"), "prompt")
 
 
-def test_offline_local_files_load_and_hub_ids_fail_clearly(monkeypatch):
+def test_offline_local_files_load_and_hub_ids_fail_clearly(monkeypatch, questions_file):
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
-    assert load_rows(str(QUESTIONS), "prompt", limit=2).n_kept == 2
+    assert load_rows(str(questions_file), "prompt", limit=2).n_kept == 2
     with pytest.raises(UserError, match="hub dataset 'nobody/no-such-dataset' \\(split 'test'\\)"):
         load_rows("nobody/no-such-dataset", "prompt", split="test")
 

@@ -6,6 +6,7 @@ run up again. Every stage finished before the failure must be reused (its
 output untouched, its task run Cached), inside the round subflows too.
 """
 
+import importlib
 import json
 import os
 import subprocess
@@ -22,7 +23,8 @@ from prefect.client.orchestration import get_client
 from flow_runs import stage_of, task_runs
 from flows.cli import main
 from flows.serve import build_deployments, load_serve_file
-from pipeline_lib.servers import free_port, stop_group, wait_healthy
+from methods import METHODS
+from pipeline_lib.core.servers import free_port, stop_group, wait_healthy
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "configs" / "seft-tiny.yaml"
@@ -43,16 +45,20 @@ def test_the_shipped_deployments_file_validates_and_schedules_nightly_seft():
     assert nightly.schedules[0].schedule.cron == "0 2 * * *"
     assert nightly.parameters["recipe"] == str(REPO / "configs" / "seft.yaml")
     assert "seft.rounds=3" in nightly.parameters["overrides"]
-    assert {flow for flow, _ in deployments} >= {"seft", "evaluate", "sft", "ift", "dpo", "spin", "figa", "cel"}
+    # Every registered method is served on demand, with its example recipe.
+    assert {(METHODS[m].load_flow().name, "default") for m in METHODS} <= set(deployments)
     assert spec.concurrency == {"accelerator": 1}
     # Every flow must load from its entrypoint, as a worker would load it.
-    assert all(":" in d.entrypoint and "<locals>" not in d.entrypoint for d in deployments.values())
+    for deployment in deployments.values():
+        path, attribute = deployment.entrypoint.split(":")
+        module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
+        assert getattr(module, attribute).name == deployment.flow_name, deployment.entrypoint
 
 
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("deployments: []", "deployments: List should have at least 1 item"),
+        ("every_method: false\ndeployments: []", "serves nothing"),
         ("deployments: [{name: x, recipe: configs/seft.yaml, cron: 1}]", "deployments.0.cron"),
         ("limit: 0\ndeployments: [{name: x, recipe: configs/seft.yaml}]", "limit"),
         ("deployments: [{name: x, recipe: configs/nope.yaml}]", "nope.yaml"),
@@ -129,6 +135,7 @@ def _manifests(home: Path) -> dict[str, float]:
     return found
 
 
+@pytest.mark.integration
 def test_a_failed_deployment_run_retried_from_the_api_resumes_without_recomputing(tmp_path):
     home = tmp_path / "home"
     port = free_port()

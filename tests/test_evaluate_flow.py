@@ -10,12 +10,15 @@ from flow_runs import run_recipe, run_with_failure
 from mlflow import MlflowClient
 
 from pipeline_lib import tracking
-from pipeline_lib.config import config_hash, load_recipe
+from methods.recipe import load_recipe
+from pipeline_lib.config import config_hash
 from pipeline_lib.store import read_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = str(REPO / "configs" / "evaluate-tiny.yaml")
 STAGE_TASKS = {"prepare-suite", "generate-answers", "score"}
+
+pytestmark = pytest.mark.integration
 
 
 def _run(capsys, *extra: str) -> tuple[str, dict[str, str]]:
@@ -38,8 +41,8 @@ def test_run_tracks_resumes_and_recomputes_from_stage(capsys, first_run):
     assert "round" in out and "overall" in out and str(run_dir) in out
 
     # The run folder: every stage complete, with a manifest naming its key.
-    answers = read_manifest(run_dir / "round-0" / "eval-answers")
-    scores = read_manifest(run_dir / "round-0" / "eval-scores")
+    answers = read_manifest(run_dir / "round-0" / "generate-answers")
+    scores = read_manifest(run_dir / "round-0" / "score")
     assert answers["rows"] == recipe.suite.n_eval and scores["rows"] == recipe.suite.n_eval
     assert (run_dir / "config.yaml").is_file()
 
@@ -62,7 +65,7 @@ def test_run_tracks_resumes_and_recomputes_from_stage(capsys, first_run):
     # A second identical run recomputes nothing and logs nothing twice.
     _, states = _run(capsys)
     assert all(states[name] == "Cached" for name in STAGE_TASKS)
-    assert read_manifest(run_dir / "round-0" / "eval-answers")["started_at"] == answers["started_at"]
+    assert read_manifest(run_dir / "round-0" / "generate-answers")["started_at"] == answers["started_at"]
     again = client.search_runs([parent.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'")
     assert len(again) == 1
 
@@ -71,13 +74,13 @@ def test_run_tracks_resumes_and_recomputes_from_stage(capsys, first_run):
     assert all(states[name] == "Cached" for name in STAGE_TASKS)
     other = load_recipe(RECIPE, ["train.lr=3e-5"])
     other_dir = run_dir.parent / f"{other.name}-{config_hash(other)[:10]}"
-    assert (other_dir / "round-0" / "eval-answers").resolve() == (run_dir / "round-0" / "eval-answers").resolve()
+    assert (other_dir / "round-0" / "generate-answers").resolve() == (run_dir / "round-0" / "generate-answers").resolve()
 
     # --from-stage score: scoring reruns, generation does not.
     _, states = _run(capsys, "--from-stage", "score")
     assert states["score"] == "Completed" and states["generate-answers"] == "Cached"
-    assert read_manifest(run_dir / "round-0" / "eval-scores")["started_at"] > scores["started_at"]
-    assert read_manifest(run_dir / "round-0" / "eval-answers")["started_at"] == answers["started_at"]
+    assert read_manifest(run_dir / "round-0" / "score")["started_at"] > scores["started_at"]
+    assert read_manifest(run_dir / "round-0" / "generate-answers")["started_at"] == answers["started_at"]
 
 
 def test_user_error_inside_the_flow_is_one_line():
@@ -98,8 +101,9 @@ def test_user_error_inside_the_flow_is_one_line():
 
 
 def test_a_run_that_failed_in_a_late_stage_resumes_there(capsys, first_run):
-    # Its own settings, so nothing is cached from the other tests.
-    settings = ["eval.max_new_tokens=6"]
+    # Its own settings, its own suite included, so nothing is cached from the other tests and the
+    # first test above finds every stage of the default recipe still to build, whichever runs first.
+    settings = ["eval.max_new_tokens=6", "suite.seed=2"]
     failed = run_with_failure(RECIPE, settings, "score", timeout=300)
     assert failed.returncode != 0
     assert "failure injected into stage 'score'" in failed.stderr
@@ -107,10 +111,10 @@ def test_a_run_that_failed_in_a_late_stage_resumes_there(capsys, first_run):
 
     recipe = load_recipe(RECIPE, settings)
     run_dir = first_run[1].parent / f"{recipe.name}-{config_hash(recipe)[:10]}"
-    answers = read_manifest(run_dir / "round-0" / "eval-answers")
-    assert answers is not None and not (run_dir / "round-0" / "eval-scores").exists()
+    answers = read_manifest(run_dir / "round-0" / "generate-answers")
+    assert answers is not None and not (run_dir / "round-0" / "score").exists()
 
     _, states = _run(capsys, *settings)
     assert states["generate-answers"] == "Cached" and states["prepare-suite"] == "Cached"
     assert states["score"] == "Completed"
-    assert read_manifest(run_dir / "round-0" / "eval-answers")["started_at"] == answers["started_at"]
+    assert read_manifest(run_dir / "round-0" / "generate-answers")["started_at"] == answers["started_at"]

@@ -4,9 +4,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline_lib.config import SuiteConfig
-from pipeline_lib.evaluation import family_table, flat_metrics, read_items, read_metrics, score_samples, write_suite_split
+from pipeline_lib.reporting.tables import family_table
 from pipeline_lib.sampling import SAMPLES_SCHEMA
+from pipeline_lib.suite.config import SuiteConfig
+from pipeline_lib.suite.files import read_items, write_suite_split
+from pipeline_lib.suite.scoring import flat_metrics, read_metrics, score_samples
 
 
 def _samples(tmp_path, items, texts):

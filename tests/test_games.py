@@ -13,7 +13,7 @@ from collections import Counter, deque
 
 import pytest
 
-from pipeline_lib.errors import UserError
+from pipeline_lib.core.errors import UserError
 from pipeline_lib.games import GAMES, GridGame, StepResult, make_env, solver_action
 from pipeline_lib.games.frozen_lake import ACTIONS as LAKE_ACTIONS
 from pipeline_lib.games.solvers import minesweeper_deduce, neighbours

@@ -17,10 +17,10 @@ from prefect import flow
 
 from flow_runs import last_flow_run, start_run, stop_leftovers
 from flows.cli import main
-from pipeline_lib import interrupts
+from pipeline_lib.core import interrupts
 from pipeline_lib.sampling import Sample, SamplingParams, sample_to_parquet
 from pipeline_lib.store import build_stage, is_complete, read_manifest
-from tasks.stage import run_stage, stage_task
+from tasks.stage import OptionalInput, stage
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -109,9 +109,9 @@ def _says(role: str, content: str) -> dict:
 
 
 def test_training_stops_at_the_next_step(tmp_path, monkeypatch):
-    from pipeline_lib.config import TrainConfig
     from pipeline_lib.models import resolve_model
-    from pipeline_lib.training import train_sft
+    from pipeline_lib.training.objectives import train_sft
+    from pipeline_lib.training.config import TrainConfig
     from pipeline_lib.training.runner import OptimizerTimer
 
     steps = []
@@ -133,28 +133,25 @@ def test_training_stops_at_the_next_step(tmp_path, monkeypatch):
 EXECUTED: list[str] = []
 
 
-@stage_task("interrupt-test-first")
-def _first(out_dir: str, key: str, force: bool, token: int) -> str:
-    def build(folder: Path) -> None:
-        (folder / "token.txt").write_text(str(token))
-        lose_an_interrupt()
-
-    return str(build_stage(Path(out_dir), "interrupt-test-first", key, build, force=force))
+@stage("interrupt-test-first")
+def _first(folder: Path, token: int) -> None:
+    (folder / "token.txt").write_text(str(token))
+    lose_an_interrupt()
 
 
-@stage_task("interrupt-test-second")
-def _second(out_dir: str, key: str, force: bool, first: str) -> str:
+@stage("interrupt-test-second")
+def _second(folder: Path, first: OptionalInput = None) -> None:
     EXECUTED.append("second")
-    return str(build_stage(Path(out_dir), "interrupt-test-second", key, lambda folder: None, force=force))
 
 
 @flow(name="interrupt-test")
 def _two_stages(run_dir: str, token: int) -> None:
     run = Path(run_dir)
-    first = run_stage(_first, config={"token": token}, inputs={}, link_as=run / "first", token=token)
-    run_stage(_second, config={}, inputs={"first": first}, link_as=run / "second", first=first)
+    first = _first.run(run / "first", token=token)
+    _second.run(run / "second", first=first)
 
 
+@pytest.mark.integration
 def test_a_flow_whose_interrupt_was_lost_stops_at_the_stage_boundary_and_is_crashed(tmp_path):
     EXECUTED.clear()
     with interrupts.sticky_interrupts(), pytest.raises(KeyboardInterrupt):
@@ -177,9 +174,10 @@ def _round() -> None:
 @flow(name="interrupt-test-rounds")
 def _round_then_stage(run_dir: str) -> None:
     _round()  # ctrl-C in the round's teardown: Prefect drops it, its state being final already
-    run_stage(_second, config={}, inputs={}, link_as=Path(run_dir) / "second", first="")
+    _second.run(Path(run_dir) / "second")
 
 
+@pytest.mark.integration
 def test_an_interrupt_prefect_drops_in_a_round_teardown_crashes_the_run_at_the_next_stage(tmp_path):
     EXECUTED.clear()
     with interrupts.sticky_interrupts(), pytest.raises(KeyboardInterrupt):
@@ -189,13 +187,14 @@ def test_an_interrupt_prefect_drops_in_a_round_teardown_crashes_the_run_at_the_n
 
 
 @flow(name="interrupt-test-finishing")
-def _finishes_despite_a_lost_interrupt(recipe: str, overrides: list[str], from_stage: str | None) -> dict:
+def _finishes_despite_a_lost_interrupt(recipe, overrides: list[str] | None = None, from_stage: str | None = None) -> dict:
     lose_an_interrupt()  # after the flow's last checkpoint
     return {}
 
 
+@pytest.mark.integration
 def test_a_run_that_finished_after_a_lost_interrupt_still_exits_130(monkeypatch, capsys):
-    monkeypatch.setattr("flows.launch.method_flow", lambda method: _finishes_despite_a_lost_interrupt)
+    monkeypatch.setattr("flows.launch.flow_for", lambda method: _finishes_despite_a_lost_interrupt)
     assert main(["run", str(REPO / "configs" / "evaluate-tiny.yaml")]) == 130
     captured = capsys.readouterr()
     assert "interrupted; rerun the same command to resume" in captured.err
@@ -206,6 +205,7 @@ def test_a_run_that_finished_after_a_lost_interrupt_still_exits_130(monkeypatch,
 TRAINING = re.compile(r"sft:\s+\d+%\|[^|]*\|\s*[1-9]\d*/\d+")
 
 
+@pytest.mark.integration
 def test_ctrl_c_pressed_repeatedly_during_training_stops_the_run(alignflow_home, tmp_path):
     recipe = str(REPO / "configs" / "sft-tiny.yaml")
     settings = ["train.epochs=40"]  # 80 steps: training outlasts the test's interrupts by far
@@ -236,5 +236,5 @@ def test_ctrl_c_pressed_repeatedly_during_training_stops_the_run(alignflow_home,
     text = log.read_text()
     assert "Traceback" not in text and "Exception ignored" not in text, text[-3000:]
     assert "rerun the same command to resume" in text
-    assert "sft: 100%" not in text and "(round-1/eval-answers)" not in text, "the run stopped inside training"
+    assert "sft: 100%" not in text and "(round-1/generate-answers)" not in text, "the run stopped inside training"
     assert last_flow_run({"recipe": recipe, "overrides": settings}).state.name == "Crashed"

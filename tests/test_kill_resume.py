@@ -15,7 +15,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from flow_runs import start_run, stop_leftovers, stray_vllm_servers
-from pipeline_lib.config import config_hash, load_recipe
+from methods.recipe import load_recipe
+from pipeline_lib.config import config_hash
 from pipeline_lib.sampling.environment import vllm_python
 from pipeline_lib.store import read_manifest
 from pipeline_lib.tracking import default_tracking_uri
@@ -45,9 +46,14 @@ def _parent_run_id(stdout: str) -> str:
     return next(line.split()[2] for line in stdout.splitlines() if line.startswith("mlflow:"))
 
 
+pytestmark = pytest.mark.integration
+
 VLLM = pytest.param(
-    "sigkill", 384, "vllm", marks=pytest.mark.skipif(vllm_python() is None, reason="no vLLM environment: make setup-vllm")
-)
+    "sigkill", 384, "vllm",
+    # With the other vLLM tests on one xdist worker: two CPU vLLM servers at once each claim both cores.
+    marks=[pytest.mark.skipif(vllm_python() is None, reason="no vLLM environment: make setup-vllm"),
+           pytest.mark.xdist_group("vllm")],
+)  # fmt: skip
 
 
 @pytest.mark.parametrize("how, n_eval, backend", [("ctrl-c", 320, "hf"), ("sigkill", 384, "hf"), VLLM])
@@ -85,13 +91,13 @@ def test_interrupt_during_sampling_leaves_no_process_and_resumes_from_shards(
 
     recipe = load_recipe(RECIPE, settings)
     run_dir = alignflow_home / "runs" / f"{recipe.name}-{config_hash(recipe)[:10]}"
-    sampling = read_manifest(run_dir / "round-0" / "eval-answers")["sampling"]
+    sampling = read_manifest(run_dir / "round-0" / "generate-answers")["sampling"]
     assert sampling["shards_reused"] >= finished_before
     assert sampling["n_samples"] == n_eval
     assert not partial.exists(), "scratch shards are removed once the stage is complete"
     stage_root = partial.parent
     assert not list(stage_root.glob(".*.tmp-*")), "the killed writer's temporary folder is swept"
-    assert (run_dir / "round-0" / "eval-scores").is_dir()
+    assert (run_dir / "round-0" / "score").is_dir()
     assert sampling["backend"] == backend
     if backend == "vllm":
         assert "sampler backend: vllm (sampler.backend=vllm" in rerun.stderr

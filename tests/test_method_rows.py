@@ -5,9 +5,13 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline_lib import method_rows
-from pipeline_lib.config import SuiteConfig
-from pipeline_lib.evaluation import read_items, write_suite_split
+from methods.dpo.pairs import dpo_pairs
+from methods.figa.rows import figa_rows
+from methods.sft.rows import sft_rows
+from methods.spin.pairs import PAIRS_FILE, spin_pairs
+from pipeline_lib.suite.config import SuiteConfig
+from pipeline_lib.suite.files import read_items, write_suite_split
+from pipeline_lib.training.rows import TRAIN_ROWS_FILE
 
 
 def _items(tmp_path: Path) -> list:
@@ -38,8 +42,8 @@ def test_figa_rows_take_minor_and_major_revisions_of_first_samples(tmp_path: Pat
     ])  # fmt: skip
     out = tmp_path / "out"
     out.mkdir()
-    report = method_rows.figa_rows(folder, tmp_path / "unused.parquet", revisions, out)
-    rows = pq.read_table(out / method_rows.TRAIN_ROWS_FILE).to_pylist()
+    report = figa_rows(folder, tmp_path / "unused.parquet", revisions, out)
+    rows = pq.read_table(out / TRAIN_ROWS_FILE).to_pylist()
     assert report == {"rows": 1, "skipped_unchanged": 1, "revised_from": "reviser"}
     assert rows == [{"prompt": [{"role": "user", "content": items[0].prompt}], "original": "x", "revised": "x!"}]
 
@@ -49,8 +53,8 @@ def test_figa_rows_from_reference_and_dpo_pairs_from_failing_samples(tmp_path: P
     samples = _write(tmp_path / "s" / "samples.parquet", [_sample(item.id, 0, f"answer {i}") for i, item in enumerate(items)])
     out = tmp_path / "figa"
     out.mkdir()
-    method_rows.figa_rows(folder, samples, None, out)
-    rows = pq.read_table(out / method_rows.TRAIN_ROWS_FILE).to_pylist()
+    figa_rows(folder, samples, None, out)
+    rows = pq.read_table(out / TRAIN_ROWS_FILE).to_pylist()
     assert [(r["original"], r["revised"]) for r in rows] == [(f"answer {i}", item.reference) for i, item in enumerate(items)]
 
     scores = _write(tmp_path / "sc" / "scores.parquet", [
@@ -60,7 +64,28 @@ def test_figa_rows_from_reference_and_dpo_pairs_from_failing_samples(tmp_path: P
     ])  # fmt: skip
     out = tmp_path / "dpo"
     out.mkdir()
-    report = method_rows.dpo_pairs(folder, scores, out)
-    pairs = pq.read_table(out / method_rows.TRAIN_ROWS_FILE).to_pylist()
+    report = dpo_pairs(folder, scores, out)
+    pairs = pq.read_table(out / TRAIN_ROWS_FILE).to_pylist()
     assert report == {"prompts": 2, "rows": 1, "skipped_all_samples_passed": 1}
     assert (pairs[0]["chosen"], pairs[0]["rejected"]) == (items[0].reference, "bad")
+
+
+def test_sft_rows_and_spin_pairs_train_on_new_and_previous_pairs(tmp_path: Path) -> None:
+    folder, items = _items(tmp_path)
+    out = tmp_path / "sft"
+    out.mkdir()
+    assert sft_rows(folder, out) == {"rows": len(items)}
+    rows = pq.read_table(out / TRAIN_ROWS_FILE).to_pylist()
+    assert rows[0] == {"prompt": [{"role": "user", "content": items[0].prompt}], "completion": items[0].reference}
+
+    samples = [_sample(item.id, 0, f"answer {i}") for i, item in enumerate(items)] + [_sample(items[0].id, 1, "second")]
+    samples_file = _write(tmp_path / "s" / "samples.parquet", samples)
+    first, second = tmp_path / "spin-1", tmp_path / "spin-2"
+    first.mkdir()
+    second.mkdir()
+    report = spin_pairs(folder, samples_file, None, 0, first)
+    assert report == {"new_pairs": 4, "previous_pairs": 0, "rows": 4, "identical_pairs": 0}
+    report = spin_pairs(folder, samples_file, first / PAIRS_FILE, 0, second)
+    assert (report["new_pairs"], report["previous_pairs"], report["rows"]) == (4, 4, 8)
+    rejected = [row["rejected"] for row in pq.read_table(second / TRAIN_ROWS_FILE).to_pylist()]
+    assert sorted(rejected) == sorted([f"answer {i}" for i in range(4)] * 2), "first samples only, both iterations"

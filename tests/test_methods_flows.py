@@ -8,10 +8,14 @@ from flow_runs import run_recipe
 from mlflow import MlflowClient
 
 from flows.cli import main
-from flows.methods import STAGES
-from pipeline_lib import method_rows, tracking
-from pipeline_lib.config import config_hash, load_recipe
+from methods.recipe import load_recipe
+from methods.spin.pairs import PAIRS_FILE
+from pipeline_lib import tracking
+from pipeline_lib.config import config_hash
+from pipeline_lib.reporting.metrics import EVAL_SCORE, TRAIN_LOSS
 from pipeline_lib.store import read_manifest
+from pipeline_lib.training.rows import TRAIN_ROWS_FILE
+from tasks.stage import DECLARED
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -25,6 +29,7 @@ def _run_dir(home: Path, recipe_path: str) -> tuple:
     return recipe, home / "runs" / f"{recipe.name}-{config_hash(recipe)[:10]}"
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("method", ["sft", "ift", "dpo", "figa"])
 def test_one_round_methods_train_with_their_objective_and_log_rounds(method, capsys, alignflow_home):
     recipe, run_dir = _run_dir(alignflow_home, _recipe(method))
@@ -32,16 +37,16 @@ def test_one_round_methods_train_with_their_objective_and_log_rounds(method, cap
 
     # IFT trains on the very rows SFT does: whichever runs second reuses them.
     assert states["train-policy"] == ["Completed"] and len(states["build-training-rows"]) == 1
-    policy = read_manifest(run_dir / "round-1" / "policy")
+    policy = read_manifest(run_dir / "round-1" / "train-policy")
     assert policy["train"]["objective"] == method and policy["train"]["steps"] >= 1
-    rows = read_manifest(run_dir / "round-1" / "training-rows")
-    train_rows = pq.read_table(run_dir / "round-1" / "training-rows" / method_rows.TRAIN_ROWS_FILE).to_pylist()
+    rows = read_manifest(run_dir / "round-1" / "build-training-rows")
+    train_rows = pq.read_table(run_dir / "round-1" / "build-training-rows" / TRAIN_ROWS_FILE).to_pylist()
     assert rows["rows"] == len(train_rows) > 0
     fields = {"sft": "completion", "ift": "completion", "dpo": "rejected", "figa": "original"}[method]
     assert fields in train_rows[0]
     if method == "dpo":
         # Pairs only where a sample failed its verifier; the chosen side is the reference answer.
-        scores = pq.read_table(run_dir / "round-1" / "sample-scores" / "scores.parquet").to_pylist()
+        scores = pq.read_table(run_dir / "round-1" / "score-samples" / "scores.parquet").to_pylist()
         failing = {row["prompt"] for row in scores if row["score"] < 1}
         assert {row["prompt"][0]["content"] for row in train_rows} <= failing
     if method == "figa":
@@ -50,38 +55,42 @@ def test_one_round_methods_train_with_their_objective_and_log_rounds(method, cap
     client = MlflowClient(tracking.default_tracking_uri())
     parent_id = tracking.find_run(recipe.tracking.experiment, config_hash(recipe))
     assert client.get_run(parent_id).info.status == "FINISHED"
-    assert [m.step for m in client.get_metric_history(parent_id, "eval/score")] == [0, 1]
-    assert [m.step for m in client.get_metric_history(parent_id, "train/loss")] == [1]
+    assert [m.step for m in client.get_metric_history(parent_id, EVAL_SCORE)] == [0, 1]
+    assert [m.step for m in client.get_metric_history(parent_id, TRAIN_LOSS)] == [1]
     if method == "dpo":  # the objective's own logs reach MLflow
         assert {"train/rewards/accuracies", "train/rewards/margins"} <= set(client.get_run(parent_id).data.metrics)
     assert [line.split()[0] for line in out[out.index("round") :].splitlines()[1:3]] == ["0", "1"]
 
 
+@pytest.mark.integration
 def test_spin_iterations_train_on_new_and_previous_pairs_against_the_last_iterate(capsys, alignflow_home):
     recipe, run_dir = _run_dir(alignflow_home, _recipe("spin"))
     _, states = run_recipe(capsys, _recipe("spin"))
     assert states["train-policy"] == ["Completed"] * 2 and len(states["sample-policy"]) == 2
 
     prompts = recipe.suite.n_train
-    first, second = (read_manifest(run_dir / f"round-{k}" / "training-rows") for k in (1, 2))
+    first, second = (read_manifest(run_dir / f"round-{k}" / "build-training-rows") for k in (1, 2))
     assert (first["new_pairs"], first["previous_pairs"], first["rows"]) == (prompts, 0, prompts)
     assert (second["new_pairs"], second["previous_pairs"], second["rows"]) == (prompts, prompts, 2 * prompts)
-    rows_2 = pq.read_table(run_dir / "round-2" / "training-rows" / method_rows.TRAIN_ROWS_FILE).to_pylist()
-    pairs_1 = pq.read_table(run_dir / "round-1" / "training-rows" / method_rows.PAIRS_FILE).to_pylist()
-    samples_2 = pq.read_table(run_dir / "round-2" / "policy-samples" / "samples.parquet").column("text").to_pylist()
+    rows_2 = pq.read_table(run_dir / "round-2" / "build-training-rows" / TRAIN_ROWS_FILE).to_pylist()
+    pairs_1 = pq.read_table(run_dir / "round-1" / "build-training-rows" / PAIRS_FILE).to_pylist()
+    samples_2 = pq.read_table(run_dir / "round-2" / "sample-policy" / "samples.parquet").column("text").to_pylist()
     rejected = [row["rejected"] for row in rows_2]
     assert sorted(rejected) == sorted([p["rejected"] for p in pairs_1] + samples_2)
-    assert read_manifest(run_dir / "round-2" / "policy")["train"]["objective"] == "spin"
+    assert read_manifest(run_dir / "round-2" / "train-policy")["train"]["objective"] == "spin"
 
     client = MlflowClient(tracking.default_tracking_uri())
     parent_id = tracking.find_run(recipe.tracking.experiment, config_hash(recipe))
-    assert [m.step for m in client.get_metric_history(parent_id, "eval/score")] == [0, 1, 2]
+    assert [m.step for m in client.get_metric_history(parent_id, EVAL_SCORE)] == [0, 1, 2]
 
 
+@pytest.mark.integration
 def test_a_rerun_reuses_every_stage(capsys, alignflow_home):
-    run_recipe(capsys, _recipe("sft"))
-    _, states = run_recipe(capsys, _recipe("sft"))
-    stages = {name: runs for name, runs in states.items() if name in STAGES}
+    # A policy of its own: the one-round test above must find sft-tiny's training not yet done, in any order.
+    settings = ("train.lr=2e-3",)
+    run_recipe(capsys, _recipe("sft"), *settings)
+    _, states = run_recipe(capsys, _recipe("sft"), *settings)
+    stages = {name: runs for name, runs in states.items() if name in DECLARED}
     assert set(stages) >= {"prepare-suite", "generate-answers", "score", "build-training-rows", "train-policy"}
     assert {state for runs in stages.values() for state in runs} == {"Cached"}
 
@@ -95,6 +104,9 @@ def test_method_recipes_reject_other_objectives_and_sections(capsys):
     assert "this command runs 'compare' recipes" in capsys.readouterr().err
 
 
+@pytest.mark.integration
+# Beside the SEFT flow tests: compare-tiny shares seft-tiny's reviser stages (see configs/compare-tiny.yaml).
+@pytest.mark.xdist_group("seft-tiny")
 def test_compare_methods_logs_one_leaderboard(capsys, alignflow_home):
     recipe_path = str(REPO / "configs" / "compare-tiny.yaml")
     recipe, run_dir = _run_dir(alignflow_home, recipe_path)
@@ -117,17 +129,17 @@ def test_compare_methods_logs_one_leaderboard(capsys, alignflow_home):
         assert variant.model.ref == recipe.model.ref and variant.train.max_tokens is not None
         rounds = {"seft": variant.seft.rounds if variant.seft else 1, "spin": 2}.get(variant.method, 1)
         assert variant.train.max_tokens == budget // rounds
-        where = "round-1/suite-pool" if variant.method == "seft" else "shared/suite-train"
+        where = "round-1/prepare-suite-pool" if variant.method == "seft" else "shared/prepare-suite-train"
         items = run_dir / label / where / "items.parquet"
         prompt_sets.add(tuple(pq.read_table(items).column("id").to_pylist()))
-        policy = read_manifest(run_dir / label / "round-1" / "policy")["train"]
+        policy = read_manifest(run_dir / label / "round-1" / "train-policy")["train"]
         # The budget sets the epochs: trained tokens land within one batch of it.
         assert policy["trained_tokens"] >= 0.5 * variant.train.max_tokens
     assert len(prompt_sets) == 1
-    ondare = read_manifest(run_dir / "seft-ondare" / "round-1" / "policy")["train"]
+    ondare = read_manifest(run_dir / "seft-ondare" / "round-1" / "train-policy")["train"]
     assert ondare["optimizer"] == "ondare" and ondare["optimizer_step_ms"] > 0
     sft_model = load_recipe(run_dir / "seft-ondare" / "config.yaml").train.merging.sft_model
-    assert Path(sft_model) == (run_dir / "sft" / "round-1" / "policy").resolve()
+    assert Path(sft_model) == (run_dir / "sft" / "round-1" / "train-policy").resolve()
 
     client = MlflowClient(tracking.default_tracking_uri())
     parent_id = tracking.find_run(recipe.tracking.experiment, config_hash(recipe))

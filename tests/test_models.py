@@ -15,8 +15,8 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from flows.cli import main
-from pipeline_lib.errors import UserError
-from pipeline_lib.home import models_dir
+from pipeline_lib.core.errors import UserError
+from pipeline_lib.core.home import models_dir
 from pipeline_lib.models import (
     build_tiny_llama,
     check_reference,

@@ -17,10 +17,10 @@ import torch
 import torch.nn.functional as F
 from transformers import TrainerCallback, TrainingArguments
 
-from pipeline_lib.config import IftConfig, LoraConfig, PreferenceConfig, TrainConfig
 from pipeline_lib.models import load_causal_lm, load_tokenizer, resolve_model
-from pipeline_lib.training import train_model
+from pipeline_lib.training.objectives import train_model
 from pipeline_lib.training.collate import PairCollator, SequenceCollator
+from pipeline_lib.training.config import IftConfig, LoraConfig, PreferenceConfig, TrainConfig
 from pipeline_lib.training.figa_data import token_kinds
 from pipeline_lib.training.losses import figa_loss, ift_weights, preference_loss
 from pipeline_lib.training.objectives import FIELDS, add_reference_logps

@@ -4,51 +4,38 @@ import shutil
 from pathlib import Path
 
 import anyio
+import pytest
 from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.sorting import FlowRunSort
 
-from pipeline_lib.store import build_stage
-from tasks.stage import run_stage, stage_task
+from tasks.stage import Input, stage
+
+# Every test runs flows through this session's Prefect API.
+pytestmark = pytest.mark.integration
 
 EXECUTIONS: list[str] = []
 
 
-@stage_task("double")
-def double(out_dir: str, key: str, force: bool, source: str) -> str:
-    def build(folder: Path):
-        EXECUTIONS.append("double")
-        numbers = [int(x) for x in Path(source).read_text().split()]
-        (folder / "out.txt").write_text(" ".join(str(2 * n) for n in numbers))
-
-    return str(build_stage(Path(out_dir), "double", key, build, force=force))
+@stage("double")
+def double(folder: Path, source: Input) -> None:
+    EXECUTIONS.append("double")
+    numbers = [int(x) for x in Path(source).read_text().split()]
+    (folder / "out.txt").write_text(" ".join(str(2 * n) for n in numbers))
 
 
-@stage_task("total")
-def total(out_dir: str, key: str, force: bool, doubled: str, offset: int) -> str:
-    def build(folder: Path):
-        EXECUTIONS.append("total")
-        numbers = [int(x) for x in (Path(doubled) / "out.txt").read_text().split()]
-        (folder / "total.txt").write_text(str(sum(numbers) + offset))
-
-    return str(build_stage(Path(out_dir), "total", key, build, force=force))
+@stage("total")
+def total(folder: Path, doubled: Input, offset: int) -> None:
+    EXECUTIONS.append("total")
+    numbers = [int(x) for x in (Path(doubled) / "out.txt").read_text().split()]
+    (folder / "total.txt").write_text(str(sum(numbers) + offset))
 
 
 @flow(name="two-stage-test")
 def two_stage(source: str, run_dir: str, offset: int = 0, from_stage: str | None = None) -> int:
     run = Path(run_dir)
-    doubled = run_stage(
-        double, config={}, inputs={"source": source}, link_as=run / "double", force=from_stage == "double", source=source
-    )
-    summed = run_stage(
-        total,
-        config={"offset": offset},
-        inputs={"doubled": doubled},
-        link_as=run / "total",
-        force=from_stage in ("double", "total"),
-        doubled=doubled,
-        offset=offset,
-    )
+    doubled = double.run(run / "double", from_stage == "double", source=source)
+    summed = total.run(run / "total", from_stage in ("double", "total"), doubled=doubled, offset=offset)
     return int((Path(summed) / "total.txt").read_text())
 
 
@@ -112,21 +99,16 @@ def test_runs_share_stages_by_key_and_never_see_each_others_outputs(tmp_path, mo
     assert EXECUTIONS == ["double", "total", "total"]
 
 
-@stage_task("drop-bad-rows")
-def drop_bad_rows(out_dir: str, key: str, force: bool, source: str) -> str:
-    def build(folder: Path):
-        lines = Path(source).read_text().splitlines()
-        (folder / "rows.txt").write_text("\n".join(line for line in lines if line.isdigit()))
-        return {"skipped_rows": {"not a number": sum(not line.isdigit() for line in lines)}}
-
-    return str(build_stage(Path(out_dir), "drop-bad-rows", key, build, force=force))
+@stage("drop-bad-rows")
+def drop_bad_rows(folder: Path, source: Input) -> dict:
+    lines = Path(source).read_text().splitlines()
+    (folder / "rows.txt").write_text("\n".join(line for line in lines if line.isdigit()))
+    return {"skipped_rows": {"not a number": sum(not line.isdigit() for line in lines)}}
 
 
 @flow(name="skipping-test")
 def skipping(source: str, run_dir: str) -> str:
-    return run_stage(
-        drop_bad_rows, config={}, inputs={"source": source}, link_as=Path(run_dir) / "rows", source=source
-    )
+    return drop_bad_rows.run(Path(run_dir) / "rows", source=source)
 
 
 def test_a_stage_that_skipped_rows_says_so_in_one_line(tmp_path, capsys):

@@ -8,9 +8,10 @@ import datasets
 import pytest
 
 from flows.cli import main
-from pipeline_lib.config import config_hash, load_recipe
-from pipeline_lib.errors import UserError
-from pipeline_lib.preflight import check_data_sources, data_sources
+from methods.preflight import check_data_sources, data_sources
+from methods.recipe import load_recipe
+from pipeline_lib.config import config_hash
+from pipeline_lib.core.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 SEFT = str(REPO / "configs" / "seft-tiny.yaml")

@@ -4,15 +4,15 @@ A ``data:`` section was once accepted by every method and read by none. This
 module looks for any other setting in that state: it runs every method's real
 flow on the tiny model, notes each read of a recipe setting while they run,
 and asserts that every leaf of the recipe schema was read by a run of a
-method whose recipes accept it (``METHOD_SECTIONS``; the other sections are
-common to every method).
+method whose recipes accept it (the registry's ``Method.sections``; the other
+sections are common to every method).
 
 What counts as a read
   * a field read as an attribute of a ``Section`` (``Section.__getattribute__``
     is wrapped for the test), or dumped with ``model_dump`` as a value to use
     (``make_sampler`` takes the vLLM server options that way);
-  * by alignflow's own code (pipeline_lib, tasks, flows): what Prefect, pydantic
-    or the test itself reads is not alignflow using it.
+  * by alignflow's own code (pipeline_lib, tasks, methods, flows): what Prefect,
+    pydantic or the test itself reads is not alignflow using it.
   Reads are noted by place (``reviser.warmup.lora.r``, not just ``LoraConfig.r``):
   ``TrainConfig`` sits at ``train``, ``reviser.warmup`` and ``reviser.train``,
   and a setting read at one of them says nothing about the others.
@@ -21,12 +21,13 @@ What does not count (a setting that only reaches a hash is the bug to catch)
   * pydantic's own validation and dumping, ``to_jsonable_python`` and Prefect's
     parameter handling: they read ``__dict__``, never ``__getattribute__``
     (``test_serialising_and_hashing_make_no_attribute_reads``);
-  * the recipe's validators (``Recipe._method_sections`` reads many settings to
-    reject a bad recipe, not to use them), ``config_hash``, ``Recipe.to_dict``
-    and ``save_resolved`` (hashing, MLflow params, config.yaml, a variant's copy);
-  * anything evaluated inside the ``config=`` argument of a ``run_stage`` call,
-    which only goes into the stage's cache key (found in the source with
-    ``ast``; ``config=name`` counts the function's assignments to ``name``);
+  * the recipe's validators (``Recipe._method_sections`` and the registry's
+    ``check`` rules read many settings to reject a bad recipe, not to use them),
+    ``config_hash``, ``Recipe.to_dict`` and ``save_resolved`` (hashing, MLflow
+    params, config.yaml, a variant's copy);
+  * computing a stage's key (``Stage.key_parts``, with the ``KeyedBy`` narrowing
+    it calls): a setting passed to a stage counts only when the stage's body
+    reads it, so one that a stage is given but ignores is caught;
   * code that walks the schema (it names ``model_fields``), which reads every
     setting alike.
 
@@ -36,7 +37,6 @@ under an objective that turns dropout off) passes here.
 
 from __future__ import annotations
 
-import ast
 import contextlib
 import os
 import sys
@@ -52,16 +52,20 @@ from pydantic import BaseModel
 
 from flows.cli import main
 from pipeline_lib import config as config_module
-from pipeline_lib.errors import UserError
-from pipeline_lib.config import METHOD_SECTIONS, Recipe, SamplerConfig, Section, VllmConfig, load_recipe
+from pipeline_lib.core.errors import UserError
+from methods import METHODS as REGISTRY
+from methods.recipe import Recipe, load_recipe
+from pipeline_lib.core.section import Section
+from pipeline_lib.sampling.config import SamplerConfig, VllmConfig
+from tasks.stage import Stage
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
-PACKAGES = ("pipeline_lib", "tasks", "flows")
+PACKAGES = ("pipeline_lib", "tasks", "methods", "flows")
 PROJECT = tuple(f"{REPO / package}{os.sep}" for package in PACKAGES)
-METHODS = typing.get_args(Recipe.model_fields["method"].annotation)
+METHODS = tuple(REGISTRY)
 # Sections only some methods accept; every other top-level field is common to all methods.
-OWNED = {section for sections in METHOD_SECTIONS.values() for section in sections}
+OWNED = {section for method in REGISTRY.values() for section in method.sections}
 
 # Settings the schema has but no code path can read, each refused by the recipe
 # unless left at its default, so none is accepted and then ignored. The reviser
@@ -144,7 +148,7 @@ def leaves(model: type[Section] = Recipe, prefix: str = "") -> list[str]:
 def accepting_methods(path: str) -> set[str]:
     section = path.split(".")[0].removesuffix("[]")
     if section in OWNED:
-        return {method for method, sections in METHOD_SECTIONS.items() if section in sections}
+        return {name for name, method in REGISTRY.items() if section in method.sections}
     return set(METHODS)
 
 
@@ -166,44 +170,15 @@ def _not_reading_codes() -> set[types.CodeType]:
         config_module._describe,
         config_module._suggestion,
         Recipe.to_dict,
+        Stage.key_parts,
+        *(method.check for method in REGISTRY.values()),
+        *(method.defaults for method in REGISTRY.values()),
     ]
     for cls in [Section, *_all_sections()]:
         decorators = cls.__pydantic_decorators__
         for group in (decorators.field_validators, decorators.model_validators, decorators.validators):
             functions += [getattr(d.func, "__func__", d.func) for d in group.values()]
     return {f.__code__ for f in functions}
-
-
-def _config_spans() -> dict[str, list[tuple[int, int, int, int]]]:
-    """Per project file, the source spans of each ``run_stage(config=...)`` value: what goes into a cache key."""
-    spans: dict[str, list[tuple[int, int, int, int]]] = {}
-    for path in sorted(p for package in PACKAGES for p in (REPO / package).rglob("*.py")):
-        text = path.read_text()
-        if "run_stage(" not in text:
-            continue
-        nodes: list[ast.expr] = []
-        for function in ast.walk(ast.parse(text)):
-            if not isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef):
-                continue
-            for call in ast.walk(function):
-                callee = getattr(call, "func", None)
-                name = getattr(callee, "id", getattr(callee, "attr", None))
-                if not isinstance(call, ast.Call) or name != "run_stage":
-                    continue
-                for keyword in call.keywords:
-                    if keyword.arg != "config":
-                        continue
-                    nodes.append(keyword.value)
-                    if isinstance(keyword.value, ast.Name):  # config=config: the assignments to it
-                        nodes += [
-                            node.value
-                            for node in ast.walk(function)
-                            if isinstance(node, ast.Assign)
-                            and any(getattr(target, "id", None) == keyword.value.id for target in node.targets)
-                        ]
-        if nodes:
-            spans[str(path)] = [(n.lineno, n.col_offset, n.end_lineno, n.end_col_offset) for n in nodes]
-    return spans
 
 
 class FieldReads:
@@ -222,9 +197,9 @@ class FieldReads:
         self._fields = {cls: frozenset(cls.model_fields) for cls in _all_sections()}
         self._places: dict[int, tuple[Section, str]] = {}  # id -> (the model, kept alive; its prefix)
         self._not_reading = _not_reading_codes()
-        self._spans = _config_spans()
         self._positions: dict[types.CodeType, list] = {}
-        self._config_file = config_module.__file__
+        # The modules that define sections: their helpers (PromptsConfig.stop...) read for their caller.
+        self._config_files = {sys.modules[cls.__module__].__file__ for cls in _all_sections()}
 
     @classmethod
     def install(cls, monkeypatch: pytest.MonkeyPatch) -> FieldReads:
@@ -310,7 +285,7 @@ class FieldReads:
 
     def _is_use(self, frame: types.FrameType | None) -> bool:
         # The recipe's own helpers (SeftConfig.pool_start, PromptsConfig.stop...) read for their caller.
-        while frame is not None and frame.f_code.co_filename == self._config_file:
+        while frame is not None and frame.f_code.co_filename in self._config_files:
             if frame.f_code in self._not_reading:
                 return False
             frame = frame.f_back
@@ -322,21 +297,8 @@ class FieldReads:
             code = frame.f_code
             if code in self._not_reading:
                 return False
-            spans = self._spans.get(code.co_filename)
-            if spans and self._inside(frame, spans):
-                return False
             frame = frame.f_back
         return True
-
-    def _inside(self, frame: types.FrameType, spans: list[tuple[int, int, int, int]]) -> bool:
-        """Whether the frame's current instruction (an attribute read, or a call further up) lies in a span."""
-        positions = self._positions.get(frame.f_code)
-        if positions is None:
-            positions = self._positions[frame.f_code] = list(frame.f_code.co_positions())
-        line, end_line, column, end_column = positions[frame.f_lasti // 2]
-        if line is None or column is None or end_line is None or end_column is None:
-            return False
-        return any((l0, c0) <= (line, column) and (end_line, end_column) <= (l1, c1) for l0, c0, l1, c1 in spans)
 
 
 # --- the runs ----------------------------------------------------------------------------------
@@ -363,7 +325,7 @@ def _reviser_keeps_every_sample(monkeypatch: pytest.MonkeyPatch) -> None:
     No setting is read or left unread for what the reviser writes; the
     revise stage is otherwise real.
     """
-    from pipeline_lib.seft import revise
+    from pipeline_lib.revision import revise
 
     parse, keep = revise.parse_reviser_output, "Decision: none\nRevision:\n(unchanged)"
     monkeypatch.setattr(revise, "parse_reviser_output", lambda text, finish_reason=None: parse(keep, "stop"))
@@ -425,6 +387,7 @@ def unread_settings(recorder: FieldReads) -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.integration
 def test_every_recipe_setting_is_read_by_a_method_that_accepts_it(monkeypatch, own_stage_store, capsys):
     recorder = FieldReads.install(monkeypatch)
     _reviser_keeps_every_sample(monkeypatch)
@@ -465,7 +428,8 @@ def test_serialising_and_hashing_make_no_attribute_reads(monkeypatch):
     from prefect.utilities.collections import visit_collection
     from pydantic_core import to_jsonable_python
 
-    from pipeline_lib.config import config_hash, hash_json
+    from pipeline_lib.config import config_hash
+    from pipeline_lib.core.hashing import hash_json
 
     recipe = load_recipe(CONFIGS / "compare-tiny.yaml")
     train = recipe.train  # before the wrapper: the test's own reads are not the point here
@@ -487,25 +451,23 @@ def test_serialising_and_hashing_make_no_attribute_reads(monkeypatch):
 
 
 def test_validation_and_cache_key_reads_are_not_counted(monkeypatch):
-    """A validator's reads and a ``run_stage(config=...)`` argument's reads are not uses; the stage's parameters are."""
-    import flows.evaluate
-    from pipeline_lib.comparison import variant_recipe
-    from pipeline_lib.sampling import SamplingParams
+    """A validator's reads and a stage key's reads are not uses; what a stage's body reads is."""
+    from methods.compare.variants import variant_recipe
+    from tasks.revision import reviser_data
 
     recorder = FieldReads.install(monkeypatch)
     compare = load_recipe(CONFIGS / "compare-tiny.yaml")
     sft = compare.compare.methods[0]
-    monkeypatch.setattr(flows.evaluate, "run_stage", lambda stage, **kwargs: "stage-output")
     with recorder.recording("check"):
         # Validating the variant reads prompts.start (Recipe._method_sections); only the validator does.
         variant = variant_recipe(compare, sft, {"base": "base-model"})
-        # The backend is read only inside config=..., to key the stage; dtype is also passed to it.
-        flows.evaluate.answer_items(
-            None, variant, Path("run/round-0/eval-answers"), "model", "items", SamplingParams(), 4, False
-        )
+    with recorder.recording("key"):
+        # Keying build-reviser-data dumps the reviser section (KeyedBy); only its body would read it.
+        reviser_data.key_parts({"scores": None, "preference": None, "reviser": compare.reviser, "seed": 0})
     read = recorder.read("check")
-    assert {"compare.token_budget", "compare.methods[].overrides", "model.dtype"} <= read
-    assert not {"prompts.start", "sampler.backend", "sampler.base_url"} & read
+    assert {"compare.token_budget", "compare.methods[].overrides"} <= read
+    assert "prompts.start" not in read
+    assert recorder.read("key") == set()
     assert not recorder.unplaced["check"]
     # A copy (SPIN's last iteration, the reviser's SFT) keeps its original's place.
     assert recorder.prefix(variant.train.model_copy(update={"lr": 1.0}).lora) == "train.lora."

@@ -4,7 +4,7 @@ from collections import Counter
 
 import pytest
 
-from pipeline_lib.errors import UserError
+from pipeline_lib.core.errors import UserError
 from pipeline_lib.revision import (
     DECISIONS,
     MALFORMED_REASONS,

@@ -11,9 +11,10 @@ from PIL import Image
 
 from flows.cli import main
 from pipeline_lib import tracking
-from pipeline_lib.config import config_hash, load_recipe
-from pipeline_lib.errors import UserError
-from pipeline_lib.run_compare import compare_runs, compare_url, config_diff, list_runs, resolve_run
+from methods.recipe import load_recipe
+from pipeline_lib.config import config_hash
+from pipeline_lib.core.errors import UserError
+from pipeline_lib.tracking.compare import compare_runs, compare_url, config_diff, list_runs, resolve_run
 from pipeline_lib.tracking.runs import KIND_PIPELINE, TAG_KIND
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,6 +25,7 @@ SETTINGS = ("eval.max_new_tokens=8", "eval.max_new_tokens=6")
 # run, and other tests expect to be the first to build the tiny suite's stages.
 OWN = ("tracking.experiment=alignflow-run-compare-tests", "suite.n_eval=12")
 OTHER_EXPERIMENT = "alignflow-compare-tests"
+# Tests that read the two real runs: on one xdist worker, so that the module-scoped runs are made once.
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +67,8 @@ def _fails_in_one_line(capsys, argv: list[str], expected: str) -> None:
     assert expected in captured.err and "Traceback" not in captured.err
 
 
+@pytest.mark.integration
+@pytest.mark.xdist_group("run-compare")
 def test_runs_lists_both_newest_first(capsys, two_runs):
     first, second = two_runs
     assert main(["runs"]) == 0
@@ -80,6 +84,8 @@ def test_runs_lists_both_newest_first(capsys, two_runs):
     assert len(capsys.readouterr().out.splitlines()) == 2  # header and the newest run
 
 
+@pytest.mark.integration
+@pytest.mark.xdist_group("run-compare")
 def test_runs_of_one_experiment_and_of_an_empty_store(capsys, two_runs, made_up_runs, tmp_path):
     assert main(["runs", "--experiment", OTHER_EXPERIMENT]) == 0
     out = capsys.readouterr().out
@@ -90,6 +96,8 @@ def test_runs_of_one_experiment_and_of_an_empty_store(capsys, two_runs, made_up_
     assert capsys.readouterr().out.strip() == f"no pipeline runs in {empty}"
 
 
+@pytest.mark.integration
+@pytest.mark.xdist_group("run-compare")
 def test_compare_shows_the_differing_setting_metrics_by_round_a_plot_and_a_link(capsys, two_runs, tmp_path):
     first, second = two_runs
     plot = tmp_path / "compare.png"
@@ -116,6 +124,8 @@ def test_compare_shows_the_differing_setting_metrics_by_round_a_plot_and_a_link(
     assert "#/compare-runs?runs=" in link and first in link and second in link
 
 
+@pytest.mark.integration
+@pytest.mark.xdist_group("run-compare")
 def test_compare_by_name_and_with_every_metric(capsys, two_runs):
     first, second = two_runs
     name = MlflowClient().get_run(first).info.run_name
@@ -130,6 +140,8 @@ def test_compare_by_name_and_with_every_metric(capsys, two_runs):
     assert f"compare/{first[:8]}-{second[:8]}.png" in out
 
 
+@pytest.mark.integration
+@pytest.mark.xdist_group("run-compare")
 def test_compare_a_leaderboard_run_shows_its_leaderboard(capsys, two_runs, made_up_runs, tmp_path):
     assert main(["compare", two_runs[0], made_up_runs["board"], "--plot", str(tmp_path / "p.png")]) == 0
     out = capsys.readouterr().out
@@ -147,6 +159,8 @@ def test_compare_a_leaderboard_run_shows_its_leaderboard(capsys, two_runs, made_
         (["compare", "{first}", "{second}", "--experiment", "nowhere"], "no experiment 'nowhere'"),
     ],
 )
+@pytest.mark.integration
+@pytest.mark.xdist_group("run-compare")
 def test_bad_arguments_fail_in_one_line(capsys, two_runs, made_up_runs, argv, expected):
     first, second = two_runs
     _fails_in_one_line(capsys, [arg.format(first=first, second=second) for arg in argv], expected)

@@ -10,9 +10,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, LlamaForCausalLM, PreTrainedTokenizerBase
 
-from pipeline_lib.config import SamplerConfig
-from pipeline_lib.errors import UserError
+from pipeline_lib.core.errors import UserError
 from pipeline_lib.models import resolve_model
+from pipeline_lib.sampling.config import SamplerConfig
 from pipeline_lib.sampling import (
     SAMPLES_SCHEMA,
     SamplingParams,

@@ -14,14 +14,19 @@ from mlflow import MlflowClient
 
 from flows.cli import main
 from pipeline_lib import tracking
-from pipeline_lib.config import config_hash, load_recipe
+from methods.recipe import load_recipe
+from pipeline_lib.config import config_hash
 from pipeline_lib.store import read_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = str(REPO / "configs" / "seft-tiny.yaml")
-ROUND_LINKS = ["suite-pool", "policy-samples", "revisions", "targets", "policy", "eval-answers", "eval-scores"]
-SHARED_LINKS = ["suite-eval", "suite-reviser", "reviser-source-samples", "reviser-source-scores",
-                "reviser-data", "reviser-warmup", "reviser"]  # fmt: skip
+OWN_EXPERIMENT = ("tracking.experiment=alignflow-seft-flow-tests",)
+# Runs of configs/seft-tiny.yaml: on one xdist worker, so that they (and compare-tiny, which
+# shares its reviser settings) train the reviser once per worker home, not once per test.
+SEFT_TINY = pytest.mark.xdist_group("seft-tiny")
+ROUND_LINKS = ["prepare-suite-pool", "sample-policy", "revise", "select-targets", "train-policy", "generate-answers", "score"]
+SHARED_LINKS = ["prepare-suite-eval", "prepare-suite-reviser", "sample-policy", "score-samples",
+                "build-reviser-data", "warmup-reviser", "train-reviser"]  # fmt: skip
 
 
 def _run(capsys, *extra: str) -> tuple[str, dict[str, list[str]]]:
@@ -33,9 +38,13 @@ def _run_dir(alignflow_home: Path, overrides=()) -> tuple:
     return recipe, alignflow_home / "runs" / f"{recipe.name}-{config_hash(recipe)[:10]}"
 
 
+@pytest.mark.integration
+@SEFT_TINY
 def test_two_rounds_end_to_end_then_cached(capsys, alignflow_home):
-    recipe, run_dir = _run_dir(alignflow_home)
-    out, states = _run(capsys)
+    # An MLflow experiment of its own: the parent run and its children are this test's alone, whatever
+    # other run of this config (--from-stage below) logged before it. Stages read no tracking setting.
+    recipe, run_dir = _run_dir(alignflow_home, OWN_EXPERIMENT)
+    out, states = _run(capsys, *OWN_EXPERIMENT)
 
     # Every stage ran, each round's stages once per round.
     assert len(states["sample-policy"]) == 3 and len(states["revise"]) == 2 and len(states["train-policy"]) == 2
@@ -49,19 +58,21 @@ def test_two_rounds_end_to_end_then_cached(capsys, alignflow_home):
             assert read_manifest(run_dir / f"round-{k}" / link) is not None, (k, link)
 
     # The revise stage parsed every output: decisions plus malformed cover all samples.
-    revise = read_manifest(run_dir / "round-1" / "revisions")
+    revise = read_manifest(run_dir / "round-1" / "revise")
     n_samples = recipe.seft.pool_prompts * recipe.sampler.n
     assert sum(revise["decisions"].values()) + revise["malformed"] == revise["rows"] == n_samples
-    targets = read_manifest(run_dir / "round-1" / "targets")
+    targets = read_manifest(run_dir / "round-1" / "select-targets")
     assert targets["accepted_decisions"] == ["none", "minor"]
     assert targets["accepted"] == sum(targets["accepted_by_decision"].values()) > 0
     assert targets["accepted_by_decision"]["major"] == 0
-    assert read_manifest(run_dir / "round-2" / "targets")["accepted_decisions"] == ["none", "minor", "major"]
-    assert (run_dir / "round-1" / "policy").resolve() != (run_dir / "round-2" / "policy").resolve()
+    assert read_manifest(run_dir / "round-2" / "select-targets")["accepted_decisions"] == ["none", "minor", "major"]
+    assert (run_dir / "round-1" / "train-policy").resolve() != (run_dir / "round-2" / "train-policy").resolve()
     # Each round draws new prompts from the pool.
-    pools = [pq.read_table(run_dir / f"round-{k}" / "suite-pool" / "items.parquet").column("id").to_pylist() for k in (1, 2)]
+    pools = [
+        pq.read_table(run_dir / f"round-{k}" / "prepare-suite-pool" / "items.parquet").column("id").to_pylist() for k in (1, 2)
+    ]
     assert len(pools[0]) == len(pools[1]) == recipe.seft.pool_prompts and not set(pools[0]) & set(pools[1])
-    data = read_manifest(run_dir / "shared" / "reviser-data")
+    data = read_manifest(run_dir / "shared" / "build-reviser-data")
     assert set(data["sources"]) == {"suite", "hh-rlhf-harmless-base-test"}
 
     # The console: a per-round table with decisions and loss, then where to look.
@@ -93,7 +104,7 @@ def test_two_rounds_end_to_end_then_cached(capsys, alignflow_home):
     assert {d.dataset.name for d in by_name["reviser"].inputs.dataset_inputs} == {"reviser-warmup", "reviser-adaptive"}
 
     # The same command again recomputes no stage and logs no round twice.
-    _, states = _run(capsys)
+    _, states = _run(capsys, *OWN_EXPERIMENT)
     stage_states = {name: s for name, s in states.items() if not name.startswith(("log-", "provision"))}
     assert all(set(s) == {"Cached"} for s in stage_states.values()), stage_states
     again = client.search_runs([parent.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'")
@@ -101,6 +112,8 @@ def test_two_rounds_end_to_end_then_cached(capsys, alignflow_home):
     assert len(client.get_metric_history(parent_id, "eval/score")) == 3
 
 
+@pytest.mark.integration
+@SEFT_TINY
 def test_from_stage_recomputes_that_stage_and_everything_after(capsys, alignflow_home):
     _, run_dir = _run_dir(alignflow_home)
     _run(capsys)  # finished (or cached from the test above)
@@ -112,10 +125,12 @@ def test_from_stage_recomputes_that_stage_and_everything_after(capsys, alignflow
     assert set(states["train-reviser"]) == {"Cached"} and states["generate-answers"].count("Cached") == 1
     assert set(states["select-targets"]) == {"Completed"} and set(states["train-policy"]) == {"Completed"}
     after = {link: read_manifest(run_dir / "round-1" / link)["started_at"] for link in ROUND_LINKS}
-    assert after["revisions"] == before["revisions"] and after["policy-samples"] == before["policy-samples"]
-    assert after["targets"] > before["targets"] and after["policy"] > before["policy"]
+    assert after["revise"] == before["revise"] and after["sample-policy"] == before["sample-policy"]
+    assert after["select-targets"] > before["select-targets"] and after["train-policy"] > before["train-policy"]
 
 
+@pytest.mark.integration
+@SEFT_TINY
 def test_failure_in_training_resumes_without_resampling_or_revising(capsys, alignflow_home):
     # Settings of its own, so that the policy stages are not cached from the
     # other tests; LoRA, so that merged adapters feed the next round too.
@@ -124,22 +139,22 @@ def test_failure_in_training_resumes_without_resampling_or_revising(capsys, alig
     assert failed.returncode != 0, failed.stderr[-2000:]
     assert "failure injected into stage 'train-policy'" in failed.stderr
     _, run_dir = _run_dir(alignflow_home, settings)
-    samples = read_manifest(run_dir / "round-1" / "policy-samples")
-    revisions = read_manifest(run_dir / "round-1" / "revisions")
-    assert samples and revisions and not (run_dir / "round-1" / "policy").exists()
+    samples = read_manifest(run_dir / "round-1" / "sample-policy")
+    revisions = read_manifest(run_dir / "round-1" / "revise")
+    assert samples and revisions and not (run_dir / "round-1" / "train-policy").exists()
 
     _, states = _run(capsys, *settings)
     # Round 1's sampling and revision were reused, not executed again; training ran and the run finished.
     # Task-run states: round 1's revise and both earlier samplings are Cached; only round 2 runs them.
     assert sorted(states["revise"]) == ["Cached", "Completed"]
     assert sorted(states["sample-policy"]) == ["Cached", "Cached", "Completed"]
-    assert read_manifest(run_dir / "round-1" / "policy-samples")["started_at"] == samples["started_at"]
-    assert read_manifest(run_dir / "round-1" / "revisions")["started_at"] == revisions["started_at"]
+    assert read_manifest(run_dir / "round-1" / "sample-policy")["started_at"] == samples["started_at"]
+    assert read_manifest(run_dir / "round-1" / "revise")["started_at"] == revisions["started_at"]
     assert "Completed" in states["train-policy"]
-    assert read_manifest(run_dir / "round-2" / "eval-scores") is not None
-    trained = read_manifest(run_dir / "round-1" / "policy")["train"]
+    assert read_manifest(run_dir / "round-2" / "score") is not None
+    trained = read_manifest(run_dir / "round-1" / "train-policy")["train"]
     assert trained["mode"] == "lora" and trained["lora_merged"]
-    assert not list((run_dir / "round-1" / "policy").glob("adapter_*"))
+    assert not list((run_dir / "round-1" / "train-policy").glob("adapter_*"))
 
 
 @pytest.mark.parametrize(
@@ -155,6 +170,8 @@ def test_bad_seft_settings_are_one_line_errors(capsys, override, message):
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.integration
+@SEFT_TINY
 def test_sigkill_during_round_2_training_resumes_at_that_stage(capsys, alignflow_home, tmp_path):
     # Long enough training that the kill lands inside it; settings of its own.
     settings = ["train.epochs=15"]
@@ -166,7 +183,7 @@ def test_sigkill_during_round_2_training_resumes_at_that_stage(capsys, alignflow
         )
     try:
         deadline = time.monotonic() + 600
-        while "stage train-policy (round-2/policy): running" not in log.read_text():
+        while "stage train-policy (round-2/train-policy): running" not in log.read_text():
             assert run.poll() is None, log.read_text()[-3000:]
             assert time.monotonic() < deadline, "round-2 training never started"
             time.sleep(0.1)
@@ -180,8 +197,8 @@ def test_sigkill_during_round_2_training_resumes_at_that_stage(capsys, alignflow
         if run.poll() is None:
             run.kill()
     _, run_dir = _run_dir(alignflow_home, settings)
-    assert not (run_dir / "round-2" / "policy").exists()
-    finished = {link: read_manifest(run_dir / "round-2" / link)["started_at"] for link in ("policy-samples", "revisions")}
+    assert not (run_dir / "round-2" / "train-policy").exists()
+    finished = {link: read_manifest(run_dir / "round-2" / link)["started_at"] for link in ("sample-policy", "revise")}
 
     out, states = _run(capsys, *settings)
     assert sorted(states["train-policy"]) == ["Cached", "Completed"]

@@ -4,13 +4,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline_lib.config import DataConfig, ReviserConfig, SuiteConfig
-from pipeline_lib.errors import UserError
-from pipeline_lib.evaluation import SCORES_FILE, write_suite_split
+from methods.seft.targets import TARGETS_FILE, select_targets
+from pipeline_lib.core.errors import UserError
+from pipeline_lib.data.config import DataConfig
 from pipeline_lib.revision import parse_reviser_output
-from pipeline_lib.seft.reviser_data import ADAPTIVE_FILE, WARMUP_FILE, build_reviser_data, read_chat_rows
-from pipeline_lib.seft.revise import REVISIONS_FILE, decision_report
-from pipeline_lib.seft.targets import TARGETS_FILE, TRAIN_ROWS_FILE, select_targets
+from pipeline_lib.revision.config import ReviserConfig
+from pipeline_lib.revision.revise import REVISIONS_FILE, decision_report
+from pipeline_lib.revision.reviser_data import ADAPTIVE_FILE, WARMUP_FILE, build_reviser_data
+from pipeline_lib.suite.config import SuiteConfig
+from pipeline_lib.suite.files import read_items, write_suite_split
+from pipeline_lib.suite.scoring import SCORES_FILE
+from pipeline_lib.training.rows import TRAIN_ROWS_FILE
 
 
 def _hh(shared_data, limit=40) -> DataConfig:
@@ -27,7 +31,7 @@ def test_hh_rlhf_through_the_reviser_data_stage(tmp_path, shared_data):
     assert all(report["decisions"][d] > 0 for d in ("none", "minor", "major"))
     assert len(set(report["decisions"].values())) == 1  # balanced
 
-    warmup, adaptive = read_chat_rows(tmp_path / WARMUP_FILE), read_chat_rows(tmp_path / ADAPTIVE_FILE)
+    warmup, adaptive = (pq.read_table(tmp_path / name).to_pylist() for name in (WARMUP_FILE, ADAPTIVE_FILE))
     assert len(warmup) == report["warmup_rows"] == source["decisions"]["minor"] + source["decisions"]["major"]
     assert all(parse_reviser_output(r["completion"][0]["content"]).decision != "none" for r in warmup)
     parsed = [parse_reviser_output(r["completion"][0]["content"]) for r in adaptive]
@@ -89,8 +93,6 @@ def test_targets_follow_the_rounds_accepted_decisions(tmp_path, accepted, expect
     items_dir = tmp_path / "items"
     items_dir.mkdir()
     write_suite_split(SuiteConfig(n_train=4, difficulty=[1]), "train", items_dir)
-    from pipeline_lib.evaluation import read_items
-
     revisions_file, rows = _revisions(tmp_path, read_items(items_dir))
     out = tmp_path / "targets"
     out.mkdir()

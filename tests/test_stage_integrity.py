@@ -22,7 +22,8 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPT = str(Path(sys.executable).with_name("alignflow"))
 SFT = str(REPO / "configs" / "sft-tiny.yaml")
 
-pytestmark = pytest.mark.slow
+# One xdist worker for the module: its tests share one finished home (finished_home).
+pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.xdist_group("stage-integrity")]
 
 
 def _env(home: Path) -> dict[str, str]:
@@ -83,7 +84,7 @@ def test_identical_sft_runs_in_fresh_homes_share_every_key(finished_home, tmp_pa
     _ok(second)
     # Timings differ between the two runs; what later stages read does not.
     assert _outputs(finished_home) == _outputs(second)
-    policy = _run_dir(second) / "round-1" / "policy"
+    policy = _run_dir(second) / "round-1" / "train-policy"
     assert read_manifest(policy)["train"]["runtime_s"] > 0, "timings stay on record, in the manifest"
     assert "runtime_s" not in json.loads((policy / "train_metrics.json").read_text())
 
@@ -114,24 +115,24 @@ def test_a_moved_home_resumes_with_every_stage_reused(finished_home, tmp_path):
 
 
 def test_a_truncated_output_is_rebuilt_and_a_corrupt_input_stops_with_one_line(home):
-    answers = (_run_dir(home) / "round-0" / "eval-answers").resolve()
+    answers = (_run_dir(home) / "round-0" / "generate-answers").resolve()
     samples = answers / "samples.parquet"
     samples.write_bytes(samples.read_bytes()[:100])
 
     rerun = _ok(home)
-    assert "stage generate-answers (round-0/eval-answers): rebuilding: the finished output failed verification " \
+    assert "stage generate-answers (round-0/generate-answers): rebuilding: the finished output failed verification " \
         "(samples.parquet has 100 bytes" in rerun.stderr  # fmt: skip
     assert stage_problem(answers, read_manifest(answers)["key"], full=True) is None
     assert pq.read_table(samples).num_rows == 8
 
     # Same size and a readable footer pass the cheap check; the consumer must not read it.
-    rows_dir = (_run_dir(home) / "round-1" / "training-rows").resolve()
+    rows_dir = (_run_dir(home) / "round-1" / "build-training-rows").resolve()
     (rows,) = rows_dir.glob("*.parquet")
     data = bytearray(rows.read_bytes())
     footer = int.from_bytes(data[-8:-4], "little")
     data[4 : len(data) - 8 - footer] = b"\xab" * (len(data) - 12 - footer)
     rows.write_bytes(bytes(data))
-    shutil.rmtree((_run_dir(home) / "round-1" / "policy").resolve())
+    shutil.rmtree((_run_dir(home) / "round-1" / "train-policy").resolve())
 
     failed = _run(home)
     assert failed.returncode == 2, failed.stderr[-3000:]
@@ -141,25 +142,25 @@ def test_a_truncated_output_is_rebuilt_and_a_corrupt_input_stops_with_one_line(h
 
     healed = _ok(home)
     assert "stage build-training-rows (round-1/training-rows): rebuilding" in healed.stderr
-    assert "stage train-policy (round-1/policy): running" in healed.stderr
+    assert "stage train-policy (round-1/train-policy): running" in healed.stderr
 
 
 def test_verify_compares_content_digests_of_reused_stages(home):
-    scores = (_run_dir(home) / "round-1" / "eval-scores").resolve()
+    scores = (_run_dir(home) / "round-1" / "score").resolve()
     target = max((p for p in scores.iterdir() if p.suffix == ".json" and p.name != "manifest.json"), key=lambda p: p.stat().st_size)
     text = target.read_text()
     target.write_text(text.replace("0", "1", 1) if "0" in text else text.replace("1", "0", 1))  # same size
 
     plain = _ok(home)
-    assert "stage score (round-1/eval-scores): reusing finished output" in plain.stderr
+    assert "stage score (round-1/score): reusing finished output" in plain.stderr
     verified = _ok(home, SFT, "--verify")
-    assert "stage score (round-1/eval-scores): rebuilding: the finished output failed verification " \
+    assert "stage score (round-1/score): rebuilding: the finished output failed verification " \
         "(its content digest changed)" in verified.stderr  # fmt: skip
     assert target.read_text() == text
 
 
 def test_a_run_that_waits_for_another_runs_stage_says_so_and_reuses_it(home, tmp_path):
-    answers = (_run_dir(home) / "round-1" / "eval-answers").resolve()
+    answers = (_run_dir(home) / "round-1" / "generate-answers").resolve()
     built_elsewhere = tmp_path / "built-elsewhere"
     shutil.move(answers, built_elsewhere)
     # Another run building the same stage: it holds the stage's writer lock until told to put its output in place.
@@ -192,6 +193,6 @@ def test_a_run_that_waits_for_another_runs_stage_says_so_and_reuses_it(home, tmp
             if process is not None and process.poll() is None:
                 process.kill()
     stderr = log.read_text()
-    assert "stage generate-answers (round-1/eval-answers): waiting for another run building it" in stderr
-    assert "stage generate-answers (round-1/eval-answers): reusing the output the other run built" in stderr
-    assert "stage generate-answers (round-1/eval-answers): running" not in stderr
+    assert "stage generate-answers (round-1/generate-answers): waiting for another run building it" in stderr
+    assert "stage generate-answers (round-1/generate-answers): reusing the output the other run built" in stderr
+    assert "stage generate-answers (round-1/generate-answers): running" not in stderr

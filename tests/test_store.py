@@ -149,7 +149,7 @@ def test_concurrent_builds_of_one_key_build_once(tmp_path):
 
 
 def test_folder_digest_is_remembered_until_files_change(tmp_path, alignflow_home, monkeypatch):
-    import pipeline_lib.store as store
+    import pipeline_lib.store.digests as store
 
     folder = tmp_path / "model"
     folder.mkdir()

@@ -12,11 +12,11 @@ from safetensors.torch import load_file
 from transformers import TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
-from pipeline_lib.config import LoraConfig, TrainConfig
-from pipeline_lib.errors import UserError
+from pipeline_lib.core.errors import UserError
 from pipeline_lib.models import count_parameters, load_causal_lm, load_tokenizer, resolve_model
 from pipeline_lib.sampling import render_chat
-from pipeline_lib.training import train_sft
+from pipeline_lib.training.objectives import train_sft
+from pipeline_lib.training.config import LoraConfig, TrainConfig
 from pipeline_lib.training.runner import Objective, fine_tune
 from pipeline_lib.training.sft import sft_objective
 from pipeline_lib.training.sft_data import IGNORE_INDEX, tokenize_sft_rows

@@ -11,8 +11,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
+import pytest
 
-from pipeline_lib.servers import free_port, port_in_use
+from pipeline_lib.core.servers import free_port, port_in_use
+
+
+pytestmark = pytest.mark.integration
 
 
 def _healthy(url: str) -> bool:

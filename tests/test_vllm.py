@@ -19,19 +19,25 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from pipeline_lib.config import SamplerConfig
-from pipeline_lib.errors import UserError
+from pipeline_lib.core.errors import UserError
 from pipeline_lib.models import load_tokenizer, resolve_model
 from pipeline_lib.sampling import SAMPLES_SCHEMA, SamplingParams, make_sampler, render_chat, sample_to_parquet
+from pipeline_lib.sampling.config import SamplerConfig
 from pipeline_lib.sampling.environment import vllm_python
 from pipeline_lib.sampling.hf import HFSampler
 from pipeline_lib.sampling.vllm_client import VLLMSampler
 from flow_runs import run_with_failure, stray_vllm_servers
 from pipeline_lib.sampling.vllm_server import ModelToServe, ServerError, ServerOptions, reap_orphans
 
-pytestmark = pytest.mark.skipif(
-    vllm_python() is None, reason="no vLLM environment (.venv-vllm or ALIGNFLOW_VLLM_PYTHON): run `make setup-vllm`"
-)
+pytestmark = [
+    pytest.mark.skipif(
+        vllm_python() is None, reason="no vLLM environment (.venv-vllm or ALIGNFLOW_VLLM_PYTHON): run `make setup-vllm`"
+    ),
+    pytest.mark.integration,
+    # One xdist worker for every vLLM test: the module shares one server, and two CPU vLLM servers
+    # at once each claim both cores.
+    pytest.mark.xdist_group("vllm"),
+]
 
 QUESTIONS = [
     "hi",
@@ -240,7 +246,8 @@ def test_a_failed_run_leaves_no_server_behind(alignflow_home):
 def test_seft_runs_every_generation_stage_on_vllm_with_warm_servers(capsys, alignflow_home):
     """The tiny SEFT recipe end to end on vLLM: policy samples, reviser outputs and evaluations alike."""
     from flow_runs import run_recipe
-    from pipeline_lib.config import config_hash, load_recipe
+    from methods.recipe import load_recipe
+    from pipeline_lib.config import config_hash
     from pipeline_lib.sampling.vllm_server import POOL
     from pipeline_lib.store import read_manifest
 
@@ -251,8 +258,8 @@ def test_seft_runs_every_generation_stage_on_vllm_with_warm_servers(capsys, alig
     assert len(states["revise"]) == 1 and len(states["generate-answers"]) == 2
     recipe = load_recipe(recipe_path, settings)
     run_dir = alignflow_home / "runs" / f"{recipe.name}-{config_hash(recipe)[:10]}"
-    generation = [("round-0", "eval-answers"), ("shared", "reviser-source-samples"), ("round-1", "policy-samples")]
-    generation += [("round-1", link) for link in ("revisions", "eval-answers")]
+    generation = [("round-0", "generate-answers"), ("shared", "sample-policy"), ("round-1", "sample-policy")]
+    generation += [("round-1", link) for link in ("revise", "generate-answers")]
     stats = [read_manifest(run_dir / group / link)["sampling"] for group, link in generation]
     assert {s["backend"] for s in stats} == {"vllm"}
     # The base model serves round 0, the reviser's source samples and round 1's samples: started once.

@@ -22,7 +22,7 @@ from pipeline_lib.agent.parsing import (
     parse_value,
 )
 from pipeline_lib.agent.reflection import ReflectionRecord, reflect
-from pipeline_lib.agent.sft import canonical_response, sft_rows
+from pipeline_lib.agent.sft import canonical_response, winning_step_rows
 from pipeline_lib.agent.trajectory import (
     StepRecord,
     Trajectory,
@@ -59,7 +59,7 @@ __all__ = [
     "prompt_context",
     "read_trajectories",
     "reflect",
-    "sft_rows",
+    "winning_step_rows",
     "summarise",
     "trajectories_table",
     "world_model_accuracy",

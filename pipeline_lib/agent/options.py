@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
-from pipeline_lib.errors import UserError
+from pipeline_lib.core.errors import UserError
 
 Mode = Literal["single", "lookahead"]
 MODES: tuple[str, ...] = ("single", "lookahead")

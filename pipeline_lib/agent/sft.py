@@ -21,7 +21,7 @@ def canonical_response(step: StepRecord, predict_next: bool) -> str:
     return "\n".join(lines)
 
 
-def sft_rows(trajectories: Iterable[Trajectory]) -> list[dict[str, Any]]:
+def winning_step_rows(trajectories: Iterable[Trajectory]) -> list[dict[str, Any]]:
     """``{"prompt": chat messages, "completion": text}`` rows, as the SFT trainer reads them.
 
     The prompt is the decision prompt the step was played with, rebuilt from

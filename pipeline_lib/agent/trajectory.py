@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline_lib.agent.knowledge import PromptContext
-from pipeline_lib.errors import UserError
+from pipeline_lib.core.errors import UserError
 from pipeline_lib.store import atomic_write_text
 
 

@@ -8,8 +8,8 @@ import math
 from typing import Any
 
 from pipeline_lib.data.schemas import ROLES
+from pipeline_lib.sampling.base import Message
 
-Message = dict[str, str]
 
 
 class InvalidRow(Exception):

@@ -7,8 +7,8 @@ list indices as numbers: ``choices.0.turns`` reads ``row["choices"][0]["turns"]`
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from pipeline_lib.core.errors import UserError
 from pipeline_lib.data.schemas import Schema
-from pipeline_lib.errors import UserError
 
 
 def root(path: str, columns: Sequence[str]) -> str:

@@ -23,12 +23,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline_lib.data.checks import InvalidRow, Message
+from pipeline_lib.core.errors import UserError
+from pipeline_lib.data.checks import InvalidRow
 from pipeline_lib.data.columns import has_column, lookup
+from pipeline_lib.data.normalise import Fields
 from pipeline_lib.data.schemas import SCHEMAS
-from pipeline_lib.errors import UserError
+from pipeline_lib.sampling.base import Message
 
-Fields = dict[str, Any]
 
 
 def _unchanged(fields: Fields) -> Fields:

@@ -13,7 +13,7 @@ from typing import Any
 import datasets
 import fsspec
 
-from pipeline_lib.errors import UserError
+from pipeline_lib.core.errors import UserError
 
 NOT_JSON = "not valid JSON"
 NOT_AN_OBJECT = "not a JSON object"

@@ -17,14 +17,14 @@ from typing import Any
 
 import datasets
 
+from pipeline_lib.core.errors import UserError
 from pipeline_lib.data import checks
 from pipeline_lib.data import columns as cols
 from pipeline_lib.data.checks import InvalidRow
 from pipeline_lib.data.formats import Format, choose_format, mapping
-from pipeline_lib.data.normalise import BUILDERS
+from pipeline_lib.data.normalise import ROW_BUILDERS
 from pipeline_lib.data.schemas import Schema, get_schema
 from pipeline_lib.data.sources import SourcePart, open_source
-from pipeline_lib.errors import UserError
 
 MAX_EXAMPLES = 5
 
@@ -151,7 +151,7 @@ def _normalise(
     index: int,
 ) -> dict[str, Any]:
     fields = fmt.prepare({name: cols.lookup(raw, column) for name, column in resolved.items()})
-    content = BUILDERS[spec.name](fields)
+    content = ROW_BUILDERS[spec.name](fields)
     row_id = checks.identifier(fields.get("id")) if "id" in resolved else content_hash(content)
     metadata = {name: _plain(raw[name]) for name in extra}
     return {"id": row_id, "source": part.label, "source_row": index, **content, "metadata": metadata}

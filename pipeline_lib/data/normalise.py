@@ -10,6 +10,7 @@ from typing import Any
 
 from pipeline_lib.data import checks
 from pipeline_lib.data.checks import InvalidRow
+from pipeline_lib.sampling.base import Message
 
 Fields = Mapping[str, Any]
 
@@ -45,7 +46,7 @@ def _preference(fields: Fields) -> dict[str, Any]:
     return {"prompt": context[-1]["content"], "messages": context, "chosen": chosen, "rejected": rejected}
 
 
-def _split_dialogues(chosen: Any, rejected: Any) -> tuple[list[checks.Message], str, str]:
+def _split_dialogues(chosen: Any, rejected: Any) -> tuple[list[Message], str, str]:
     chosen_dialogue = checks.messages(chosen, "chosen", last_role="assistant")
     rejected_dialogue = checks.messages(rejected, "rejected", last_role="assistant")
     if chosen_dialogue[:-1] != rejected_dialogue[:-1]:
@@ -53,7 +54,7 @@ def _split_dialogues(chosen: Any, rejected: Any) -> tuple[list[checks.Message], 
     return chosen_dialogue[:-1], chosen_dialogue[-1]["content"], rejected_dialogue[-1]["content"]
 
 
-def _prompt_messages(value: Any) -> list[checks.Message]:
+def _prompt_messages(value: Any) -> list[Message]:
     if isinstance(value, list):
         return checks.messages(value, "prompt", last_role="user")
     return [{"role": "user", "content": checks.text(value, "prompt")}]
@@ -63,7 +64,7 @@ def _messages(fields: Fields) -> dict[str, Any]:
     return {"messages": checks.messages(fields.get("messages"), "messages", last_role="assistant")}
 
 
-BUILDERS: dict[str, Callable[[Fields], dict[str, Any]]] = {
+ROW_BUILDERS: dict[str, Callable[[Fields], dict[str, Any]]] = {
     "prompt": _prompt,
     "answer": _answer,
     "sft": _sft,

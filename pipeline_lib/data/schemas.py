@@ -41,7 +41,7 @@ from dataclasses import dataclass
 
 from datasets import Features, Json, List, Value
 
-from pipeline_lib.errors import UserError
+from pipeline_lib.core.errors import UserError
 
 ROLES = ("system", "user", "assistant")
 

@@ -23,11 +23,11 @@ import pyarrow as pa
 from datasets.exceptions import DatasetsError
 from datasets.load import CachedDatasetModuleFactory
 
+from pipeline_lib.core.errors import UserError
+from pipeline_lib.core.home import alignflow_home
+from pipeline_lib.core.hub import is_hub_id
 from pipeline_lib.data.json_lines import read_json_lines
 from pipeline_lib.data.quiet import quiet_datasets
-from pipeline_lib.errors import UserError
-from pipeline_lib.home import alignflow_home
-from pipeline_lib.hub import is_hub_id
 
 _BUILDERS = {".jsonl": "json", ".json": "json", ".ndjson": "json", ".csv": "csv", ".parquet": "parquet"}
 _JSON_LINES = (".jsonl", ".ndjson")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline_lib.errors import UserError
+from pipeline_lib.core.errors import UserError
 from pipeline_lib.games.base import GridGame, StepResult
 from pipeline_lib.games.frozen_lake import FrozenLake
 from pipeline_lib.games.minesweeper import Minesweeper

@@ -18,7 +18,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from pipeline_lib.errors import UserError
+from pipeline_lib.core.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ def normalize_action(action: object) -> str:
     return " ".join(text.strip(_EDGE_PUNCTUATION).split())
 
 
-def grid_lines(cells: list[list[str]]) -> str:
+def render_grid(cells: list[list[str]]) -> str:
     return "\n".join(" ".join(row) for row in cells)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 
-from pipeline_lib.games.base import GridGame, Knob, Outcome, grid_lines
+from pipeline_lib.games.base import GridGame, Knob, Outcome, render_grid
 from pipeline_lib.games.solvers import Cell, lake_distances, lake_slippery_policy
 
 ACTIONS = ("left", "down", "right", "up")
@@ -149,7 +149,7 @@ class FrozenLake(GridGame):
         self._require_level()
         cells = [[self.glyph[_TERRAIN_MEANING[t]] for t in row] for row in self.terrain]
         cells[self.player[0]][self.player[1]] = self.glyph["player"]
-        return grid_lines(cells)
+        return render_grid(cells)
 
     def action_help(self) -> str:
         return "Actions: left, down, right, up."

@@ -12,7 +12,7 @@ import random
 import re
 from collections import deque
 
-from pipeline_lib.errors import UserError
+from pipeline_lib.core.errors import UserError
 from pipeline_lib.games.base import GridGame, Knob, Outcome
 from pipeline_lib.games.solvers import Cell, minesweeper_deduce, neighbours
 

@@ -12,8 +12,8 @@ from collections import deque
 from collections.abc import Iterable
 from itertools import permutations
 
-from pipeline_lib.errors import UserError
-from pipeline_lib.games.base import GridGame, Knob, Outcome, grid_lines
+from pipeline_lib.core.errors import UserError
+from pipeline_lib.games.base import GridGame, Knob, Outcome, render_grid
 from pipeline_lib.games.solvers import SOKOBAN_MOVES, sokoban_dead_squares, sokoban_solve
 
 # Generation gives up on a candidate level past this many search states; the
@@ -198,7 +198,7 @@ class Sokoban(GridGame):
                 else:
                     row.append(g["target" if on_target else "floor"])
             rows.append(row)
-        return grid_lines(rows)
+        return render_grid(rows)
 
     def action_help(self) -> str:
         return "Actions: up, down, left, right."

@@ -1,24 +1,26 @@
-"""Model provisioning: references -> local HF folders, GGUF conversion, the tiny test model, loading."""
+"""Model provisioning: references -> local HF folders, GGUF conversion, the tiny test model, loading.
 
-from pipeline_lib.models.gguf_convert import convert_gguf, load_gguf_tokenizer
-from pipeline_lib.models.loading import count_parameters, load_causal_lm, load_tokenizer, use_distinct_pad
-from pipeline_lib.models.registry import ALIASES, check_reference, describe_models, pull, resolve_model
-from pipeline_lib.models.smollm2 import greedy_reply, smollm2_gguf
-from pipeline_lib.models.tiny import build_tiny_llama
+Names load on first use (``pipeline_lib.models.resolve_model``): the recipe's ``model`` section
+(``models.config``) is read by every command, and must not load torch with it.
+"""
 
-__all__ = [
-    "ALIASES",
-    "build_tiny_llama",
-    "check_reference",
-    "convert_gguf",
-    "count_parameters",
-    "describe_models",
-    "greedy_reply",
-    "load_causal_lm",
-    "load_gguf_tokenizer",
-    "load_tokenizer",
-    "pull",
-    "resolve_model",
-    "smollm2_gguf",
-    "use_distinct_pad",
-]
+from pipeline_lib.core.lazy import lazy_attributes
+
+_WHERE = {
+    "convert_gguf": "gguf_convert",
+    "load_gguf_tokenizer": "gguf_convert",
+    "count_parameters": "loading",
+    "load_causal_lm": "loading",
+    "load_tokenizer": "loading",
+    "use_distinct_pad": "loading",
+    "ALIASES": "registry",
+    "check_reference": "registry",
+    "describe_models": "registry",
+    "pull": "registry",
+    "resolve_model": "registry",
+    "greedy_reply": "smollm2",
+    "smollm2_gguf": "smollm2",
+    "build_tiny_llama": "tiny",
+}
+__all__ = sorted(_WHERE)
+__getattr__ = lazy_attributes(__name__, _WHERE)

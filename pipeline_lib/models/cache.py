@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline_lib.home import models_dir
+from pipeline_lib.core.home import models_dir
 from pipeline_lib.store import read_manifest
 
 

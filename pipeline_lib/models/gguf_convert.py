@@ -15,7 +15,7 @@ import torch
 import transformers
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from pipeline_lib.errors import UserError
+from pipeline_lib.core.errors import UserError
 from pipeline_lib.models.loading import align_pad_id, count_parameters, use_distinct_pad
 from pipeline_lib.store import atomic_dir, digest_file, write_manifest
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from huggingface_hub import snapshot_download
 from huggingface_hub.errors import RepositoryNotFoundError
 
-from pipeline_lib.home import models_dir
+from pipeline_lib.core.home import models_dir
 
 # What a causal LM folder needs; skips duplicate .bin/.onnx/.gguf weights that many repos carry.
 _MODEL_FILES = ["*.json", "*.safetensors", "*.jinja", "*.model", "*.txt", "*.tiktoken"]

@@ -16,7 +16,7 @@ from typing import Literal
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from pipeline_lib.errors import UserError
+from pipeline_lib.core.errors import UserError
 from pipeline_lib.models.integrity import damaged_file
 
 # Tokens that mean "nothing here" in common vocabularies, best first.

@@ -7,9 +7,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline_lib.errors import UserError
-from pipeline_lib.hub import is_hub_id
-from pipeline_lib.home import models_dir
+from pipeline_lib.core.errors import UserError
+from pipeline_lib.core.home import models_dir
+from pipeline_lib.core.hub import is_hub_id
 from pipeline_lib.models import smollm2, tiny
 from pipeline_lib.models.cache import alias_folder, is_built
 from pipeline_lib.models.gguf_convert import convert_gguf

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from pipeline_lib.errors import UserError
+from pipeline_lib.core.errors import UserError
 from pipeline_lib.models.cache import alias_folder, is_built
 from pipeline_lib.models.gguf_convert import convert_gguf_into, load_gguf_tokenizer
 from pipeline_lib.models.loading import load_causal_lm, load_tokenizer

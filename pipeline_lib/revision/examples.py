@@ -10,7 +10,7 @@ from typing import Any
 
 from rapidfuzz.distance import Indel
 
-from pipeline_lib.errors import UserError
+from pipeline_lib.core.errors import UserError
 from pipeline_lib.revision.decisions import label_decision
 from pipeline_lib.revision.template import Prompt
 

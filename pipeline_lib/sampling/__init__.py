@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline_lib.config import SamplerConfig
-from pipeline_lib.sampling.environment import require_vllm_python, vllm_python
 from pipeline_lib.sampling.base import Sample, Sampler, SamplingParams, derive_seed, render_chat
+from pipeline_lib.sampling.config import SamplerConfig
+from pipeline_lib.sampling.environment import require_vllm_python, vllm_python
 from pipeline_lib.sampling.shards import SAMPLES_SCHEMA, sample_to_parquet, samples_table
 
 __all__ = [

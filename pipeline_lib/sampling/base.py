@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, Protocol
 
-from pipeline_lib.config import SamplerConfig
-from pipeline_lib.errors import UserError
+from pipeline_lib.core.errors import UserError
+from pipeline_lib.sampling.config import SamplerConfig
 
 FinishReason = Literal["stop", "length"]
 

@@ -8,7 +8,7 @@ own process. `alignflow doctor` reports whether it is there.
 import os
 from pathlib import Path
 
-from pipeline_lib.errors import UserError
+from pipeline_lib.core.errors import UserError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline_lib import interrupts
+from pipeline_lib.core import interrupts
 from pipeline_lib.sampling.base import Sample, Sampler, SamplingParams, derive_seed
 from pipeline_lib.store import atomic_write_parquet, atomic_write_text
 

@@ -7,10 +7,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline_lib.config import SamplerConfig
 from pipeline_lib.models import load_tokenizer
 from pipeline_lib.sampling import SamplingParams, make_sampler, render_chat, sample_to_parquet
 from pipeline_lib.sampling.base import Message
+from pipeline_lib.sampling.config import SamplerConfig
 
 
 def sample_chat(

@@ -21,7 +21,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from pipeline_lib.errors import UserError
+from pipeline_lib.core.errors import UserError
 from pipeline_lib.models import load_tokenizer
 from pipeline_lib.sampling.base import Sample, Sampler, SamplingParams, derive_seed, encode_prompts
 from pipeline_lib.sampling.stops import configured_eos, stop_token_ids

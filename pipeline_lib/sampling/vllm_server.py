@@ -20,10 +20,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline_lib.errors import UserError
-from pipeline_lib.home import vllm_dir
+from pipeline_lib.core.errors import UserError
+from pipeline_lib.core.home import vllm_dir
+from pipeline_lib.core.servers import HOST, free_port, port_in_use, spawn_tied, stop_group, wait_healthy
 from pipeline_lib.sampling.environment import require_vllm_python
-from pipeline_lib.servers import HOST, free_port, port_in_use, spawn_tied, stop_group, wait_healthy
 from pipeline_lib.store import atomic_write_text
 
 SERVED_NAME = "alignflow"

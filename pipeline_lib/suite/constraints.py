@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from pipeline_lib.errors import UserError
+from pipeline_lib.core.errors import UserError
 from pipeline_lib.suite.extract import is_bullet, strip_marker
 from pipeline_lib.suite.item import Verdict
 

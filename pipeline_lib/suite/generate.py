@@ -13,7 +13,7 @@ import hashlib
 import random
 from collections.abc import Callable, Sequence
 
-from pipeline_lib.errors import UserError
+from pipeline_lib.core.errors import UserError
 from pipeline_lib.suite.counting_tasks import counting
 from pipeline_lib.suite.format_tasks import format_task
 from pipeline_lib.suite.item import Draft, SuiteItem

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from pipeline_lib.errors import UserError
+from pipeline_lib.core.errors import UserError
 
 ROW_FIELDS = ("id", "split", "family", "difficulty", "prompt", "reference", "spec")
 

@@ -6,7 +6,7 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from pipeline_lib.errors import UserError
+from pipeline_lib.core.errors import UserError
 from pipeline_lib.suite.checks import check_list, check_number, check_text
 from pipeline_lib.suite.constraints import check_format
 from pipeline_lib.suite.generate import FAMILIES

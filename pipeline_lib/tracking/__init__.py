@@ -12,56 +12,23 @@ Typical use::
 Every logging helper takes an optional ``run_id``: without it they log into the
 run active in the calling thread (the parent); MLflow keeps active runs per
 thread, so code in a Prefect task thread, and any child run, passes the id.
+
+Names load on first use: the recipe's ``tracking`` section (``tracking.config``)
+is read by every command, and must not load MLflow with it.
 """
 
+from pipeline_lib.core.lazy import lazy_attributes
 from pipeline_lib.tracking.offline import keep_mlflow_offline
 
-# Must run before anything below imports mlflow: MLflow starts its telemetry
-# client at import time.
+# Must run before anything imports mlflow: MLflow starts its telemetry client at import time.
 keep_mlflow_offline()
 
-from pipeline_lib.tracking.artifacts import (  # noqa: E402
-    log_artifact,
-    log_dataset,
-    log_figure,
-    log_table,
-    log_text,
-)
-from pipeline_lib.tracking.metrics import log_metrics, sanitize_metric_name  # noqa: E402
-from pipeline_lib.tracking.params import flatten_params, log_config  # noqa: E402
-from pipeline_lib.tracking.runs import (  # noqa: E402
-    find_child_run,
-    find_run,
-    set_tags,
-    start_child_run,
-    start_pipeline_run,
-)
-from pipeline_lib.tracking.store import (  # noqa: E402
-    configure,
-    default_tracking_uri,
-    run_page,
-    run_url,
-    ui_address,
-)
-
-__all__ = [
-    "configure",
-    "default_tracking_uri",
-    "find_child_run",
-    "find_run",
-    "flatten_params",
-    "log_artifact",
-    "log_config",
-    "log_dataset",
-    "log_figure",
-    "log_metrics",
-    "log_table",
-    "log_text",
-    "run_page",
-    "run_url",
-    "sanitize_metric_name",
-    "set_tags",
-    "start_child_run",
-    "start_pipeline_run",
-    "ui_address",
-]
+_WHERE = {
+    **dict.fromkeys(("log_artifact", "log_dataset", "log_figure", "log_table", "log_text"), "artifacts"),
+    **dict.fromkeys(("log_metrics", "sanitize_metric_name"), "metrics"),
+    **dict.fromkeys(("flatten_params", "log_config"), "params"),
+    **dict.fromkeys(("find_child_run", "find_run", "set_tags", "start_child_run", "start_pipeline_run"), "runs"),
+    **dict.fromkeys(("configure", "default_tracking_uri", "run_page", "run_url", "ui_address"), "store"),
+}
+__all__ = sorted(_WHERE)
+__getattr__ = lazy_attributes(__name__, _WHERE)

@@ -17,7 +17,7 @@ from mlflow.entities import DatasetInput, InputTag
 from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
-from pipeline_lib.errors import UserError
+from pipeline_lib.core.errors import UserError
 from pipeline_lib.tracking.writing import resolve_run_id
 
 # Within MLflow's digest column (MAX_DATASET_DIGEST_SIZE, 36) and as short as its own.

@@ -11,7 +11,7 @@ from mlflow.entities import LifecycleStage, Run
 from mlflow.exceptions import MlflowException
 
 from pipeline_lib import __version__
-from pipeline_lib.errors import UserError
+from pipeline_lib.core.errors import UserError
 from pipeline_lib.tracking.params import log_config
 from pipeline_lib.tracking.store import experiment_id_of
 from pipeline_lib.tracking.writing import resolve_run_id

@@ -14,8 +14,8 @@ from mlflow.exceptions import MlflowException
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-from pipeline_lib.errors import UserError
-from pipeline_lib.home import mlflow_dir
+from pipeline_lib.core.errors import UserError
+from pipeline_lib.core.home import mlflow_dir
 
 _HEALTH_TIMEOUT_S = 5.0
 # Port `mlflow ui` listens on unless told otherwise.

@@ -20,9 +20,9 @@ import torch
 from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback, TrainingArguments
 
-from pipeline_lib.config import TrainConfig
 from pipeline_lib.models.loading import load_tokenizer
 from pipeline_lib.training.collate import PairCollator, SequenceCollator
+from pipeline_lib.training.config import TrainConfig
 from pipeline_lib.training.figa_data import token_kinds
 from pipeline_lib.training.losses import sequence_logps
 from pipeline_lib.training.runner import Objective, fine_tune

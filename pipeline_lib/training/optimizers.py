@@ -13,8 +13,8 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel
 
-from pipeline_lib.config import TrainConfig
-from pipeline_lib.errors import UserError
+from pipeline_lib.core.errors import UserError
+from pipeline_lib.training.config import TrainConfig
 from pipeline_lib.training.merging import OPTIMIZERS
 
 OptimizerSpec = tuple[type[torch.optim.Optimizer], dict[str, Any]]

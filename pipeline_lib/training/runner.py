@@ -31,11 +31,11 @@ from transformers import (
     set_seed,
 )
 
-from pipeline_lib import interrupts
-from pipeline_lib.config import LoraConfig, TrainConfig
-from pipeline_lib.errors import UserError
+from pipeline_lib.core import interrupts
+from pipeline_lib.core.errors import UserError
 from pipeline_lib.models.loading import align_pad_id, load_causal_lm
 from pipeline_lib.store import atomic_dir
+from pipeline_lib.training.config import LoraConfig, TrainConfig
 from pipeline_lib.training.optimizers import optimizer_spec
 from pipeline_lib.training.progress import no_transformers_bars, use_loss_bar
 

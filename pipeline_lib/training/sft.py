@@ -9,7 +9,7 @@ import torch
 from transformers import Trainer
 from trl import SFTConfig, SFTTrainer
 
-from pipeline_lib.config import TrainConfig
+from pipeline_lib.training.config import TrainConfig
 from pipeline_lib.training.losses import sft_loss
 from pipeline_lib.training.runner import Objective
 

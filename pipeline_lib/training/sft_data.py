@@ -18,7 +18,7 @@ from typing import Any
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
-from pipeline_lib.errors import UserError
+from pipeline_lib.core.errors import UserError
 from pipeline_lib.sampling import render_chat
 from pipeline_lib.training.losses import IGNORE_INDEX
 

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedConfig, Trainer
 
-from pipeline_lib.config import FigaConfig, IftConfig, PreferenceConfig
+from pipeline_lib.training.config import FigaConfig, IftConfig, PreferenceConfig
 from pipeline_lib.training.losses import (
     IGNORE_INDEX,
     figa_loss,

@@ -1,0 +1,153 @@
+"""The methods alignflow runs, one folder each, and the registry that lists them.
+
+A method's folder holds its recipe section (``config.py``), the library code
+that is its own (row building, steps, reports) and its flow (``flow.py``, the
+one file that imports Prefect). ``METHODS`` below is the only list of them:
+the recipe schema, ``alignflow run``, compare-methods, the deployments and
+the tests all read it. Adding a method is a folder and one entry here
+(docs/architecture.md walks through ``methods/rft``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from methods.cel.config import CelConfig
+from methods.compare.config import CompareConfig
+from methods.figa.config import FigaSourceConfig
+from methods.rft.config import RftConfig
+from methods.seft.config import SeftConfig
+from methods.spin.config import SpinConfig
+from pipeline_lib.core.section import Section
+from pipeline_lib.revision.config import ReviserConfig
+
+Raw = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Method:
+    """One registry entry.
+
+    ``sections``: the recipe sections the method reads besides the common
+    ones (another method's section in its recipe is an error); ``defaults``
+    fills the raw recipe before validation (sections it always has);
+    ``objectives``: the ``train.objective`` values it fine-tunes with, the
+    first being the default (empty: any); ``check``: cross-section rules;
+    ``training_rounds``: how many times it trains the policy (compare-methods
+    splits its token budget over them); ``contestant``: it can run in
+    compare-methods.
+    """
+
+    name: str
+    flow: str  # "module:attribute", imported only when the method runs
+    summary: str
+    sections: tuple[str, ...] = ()
+    defaults: Callable[[Raw], Raw] = lambda raw: raw
+    objectives: tuple[str, ...] = ()
+    check: Callable[[Any], None] = lambda recipe: None
+    training_rounds: Callable[[Any], int] = lambda recipe: 1
+    contestant: bool = False
+    trains_on_prompts: bool = False
+    example: str = ""  # the recipe `alignflow serve` deploys on demand; default configs/<name>.yaml
+
+    @property
+    def example_recipe(self) -> str:
+        return self.example or f"configs/{self.name}.yaml"
+
+    def load_flow(self) -> Any:
+        module, attribute = self.flow.split(":")
+        return getattr(importlib.import_module(module), attribute)
+
+    def load_body(self) -> Any:
+        """The flow module's ``run(ctx) -> (final model, metrics per round)``, which compare-methods calls."""
+        return importlib.import_module(self.flow.split(":")[0]).run
+
+    @property
+    def flow_entrypoint(self) -> str:
+        """The flow as a deployment names it: ``methods/seft/flow.py:seft_flow``."""
+        module, attribute = self.flow.split(":")
+        return f"{module.replace('.', '/')}.py:{attribute}"
+
+
+# Every method section's model, by the section name recipes use.
+SECTIONS: dict[str, type[Section]] = {
+    "reviser": ReviserConfig,
+    "seft": SeftConfig,
+    "spin": SpinConfig,
+    "figa": FigaSourceConfig,
+    "rft": RftConfig,
+    "compare": CompareConfig,
+    "cel": CelConfig,
+}
+
+
+def present(*sections: str) -> Callable[[Raw], Raw]:
+    """Defaults that give a recipe these sections (with their own defaults) when it leaves them out."""
+    return lambda raw: {**{name: {} for name in sections}, **raw}
+
+
+def _figa_defaults(raw: Raw) -> Raw:
+    raw = {"figa": {}, **raw}
+    if (raw["figa"] or {}).get("revised_from", "reviser") == "reviser":
+        raw = {"reviser": {}, **raw}
+    return raw
+
+
+def _figa_check(recipe: Any) -> None:
+    if recipe.figa.revised_from == "reference" and recipe.reviser is not None:
+        raise ValueError("section 'reviser' is only used by figa with figa.revised_from 'reviser'")
+
+
+def _seft_check(recipe: Any) -> None:
+    needed = recipe.reviser.n_prompts + recipe.seft.pool_end(recipe.seft.rounds)
+    if recipe.suite.n_train < needed:
+        what = "seft.pool_prompts × seft.rounds" if recipe.seft.fresh_prompts else "seft.pool_prompts"
+        raise ValueError(f"suite.n_train ({recipe.suite.n_train}) must cover reviser.n_prompts + {what} ({needed})")
+
+
+def _compare_check(recipe: Any) -> None:
+    if recipe.compare is None:
+        raise ValueError("method 'compare' needs a 'compare' section listing the methods")
+
+
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        Method("evaluate", "methods.evaluate.flow:evaluate_flow", "the held-out suite on the starting model"),
+        Method(
+            "seft", "methods.seft.flow:seft_flow", "SEFT: an adaptive reviser improves the policy's samples, round after round",
+            sections=("reviser", "seft"), defaults=present("reviser", "seft"), objectives=("sft", "ift"),
+            check=_seft_check, training_rounds=lambda r: r.seft.rounds, contestant=True,
+        ),
+        Method("sft", "methods.sft.flow:sft_flow", "SFT on the reference answers", objectives=("sft",),
+               contestant=True, trains_on_prompts=True),
+        Method("ift", "methods.sft.flow:ift_flow", "IFT on the reference answers", objectives=("ift",),
+               contestant=True, trains_on_prompts=True),
+        Method("dpo", "methods.dpo.flow:dpo_flow", "DPO: reference answers against the policy's failing samples",
+               objectives=("dpo",), contestant=True, trains_on_prompts=True),
+        Method(
+            "spin", "methods.spin.flow:spin_flow", "SPIN: K iterations of self-play against the reference answers",
+            sections=("spin",), defaults=present("spin"), objectives=("spin",),
+            training_rounds=lambda r: r.spin.iterations, contestant=True, trains_on_prompts=True,
+        ),
+        Method(
+            "figa", "methods.figa.flow:figa_flow", "FIGA: token weights from the policy's samples against their revisions",
+            sections=("figa", "reviser"), defaults=_figa_defaults, objectives=("figa",), check=_figa_check,
+            contestant=True, trains_on_prompts=True,
+        ),
+        Method(
+            "rft", "methods.rft.flow:rft_flow", "RFT: sample n, keep the answers the verifier passes, SFT on them",
+            sections=("rft",), defaults=present("rft"), objectives=("sft", "ift"), contestant=True, trains_on_prompts=True,
+        ),
+        Method(
+            "compare", "methods.compare.flow:compare_methods", "compare-methods: contestants on one model, prompts and budget",
+            # A comparison holds every contestant's settings and hands each variant its own.
+            sections=("reviser", "seft", "spin", "figa", "rft", "compare"), check=_compare_check,
+        ),
+        Method("cel", "methods.cel.flow:cel_flow", "CEL: an agent learns a grid game by rewriting its rules",
+               sections=("cel",), defaults=present("cel"), example="configs/cel-frozenlake.yaml"),
+    )
+}

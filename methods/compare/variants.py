@@ -1,0 +1,115 @@
+"""``compare-methods``: one recipe per contestant, derived from the comparison recipe, and the leaderboard.
+
+Every variant starts from the same model, trains on the same prompts (SEFT's
+unannotated pool: items ``reviser.n_prompts`` on, ``seft.pool_prompts`` of
+them, the same every round) and gets the same training-token budget, split
+evenly over its training rounds (SPIN's iterations, SEFT's rounds). The
+reviser SEFT and FIGA share is trained once and is not counted in it: it
+trains the reviser, not the policy.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+from methods import METHODS, SECTIONS
+from methods.compare.config import MethodVariant
+from methods.recipe import Recipe, validate_recipe
+from pipeline_lib.config import apply_override
+from pipeline_lib.core.errors import UserError
+from pipeline_lib.reporting import metrics as m
+from pipeline_lib.reporting.tables import render_markdown
+from pipeline_lib.store import read_manifest
+
+
+def variant_recipe(compare: Recipe, variant: MethodVariant, results: dict[str, str]) -> Recipe:
+    """The recipe ``variant`` runs: the comparison's settings, its method's sections, its overrides.
+
+    ``results`` maps ``base`` and the labels already run to model folders, for
+    ``@name`` in override values (SEFT + OnDARE takes τ from ``@sft``).
+    """
+    raw = copy.deepcopy(compare.to_dict())
+    raw.pop("compare")
+    raw["method"], raw["name"] = variant.method, f"{compare.name}-{variant.label}"
+    kept = METHODS[variant.method].sections
+    for section in SECTIONS:
+        if section not in kept or raw.get(section) is None:
+            raw.pop(section, None)
+    if variant.method == "figa" and (raw.get("figa") or {}).get("revised_from") == "reference":
+        raw.pop("reviser", None)
+    raw["train"].pop("objective", None)
+    if compare.seft is not None and compare.reviser is not None:
+        raw["prompts"] = {"start": compare.reviser.n_prompts, "count": compare.seft.pool_prompts}
+        if "seft" in raw:
+            raw["seft"]["fresh_prompts"] = False
+    for item in variant.overrides:
+        apply_override(raw, _substitute(item, results, variant.label))
+    origin = f"compare.methods[{variant.label}]"
+    recipe = validate_recipe(raw, origin=origin)
+    if compare.compare.token_budget is not None:
+        rounds = METHODS[recipe.method].training_rounds(recipe)
+        raw["train"]["max_tokens"] = max(1, compare.compare.token_budget // rounds)
+        recipe = validate_recipe(raw, origin=origin)
+    return recipe
+
+
+def _substitute(item: str, results: dict[str, str], label: str) -> str:
+    key, sep, value = item.partition("=")
+    if sep and value.startswith("@"):
+        name = value[1:]
+        if name not in results:
+            raise UserError(
+                f"compare.methods[{label}]: override {item!r} names {value}, which has not run before it; "
+                f"available: {', '.join('@' + n for n in results)}"
+            )
+        return f"{key}={results[name]}"
+    return item
+
+
+def wall_seconds(variant_root: Path) -> float:
+    """Compute time of a variant: its stages' build times (reused ones count what they cost when built),
+    without round 0, which evaluates the shared starting model."""
+    total = 0.0
+    for group in variant_root.iterdir():
+        if not group.is_dir() or group.name == "round-0":
+            continue
+        for stage in group.iterdir():
+            manifest = read_manifest(stage.resolve()) or {}
+            total += float(manifest.get("seconds", 0.0))
+    return round(total, 1)
+
+
+def train_tokens(variant_root: Path) -> int:
+    """Tokens the policy was trained on, over all rounds."""
+    total = 0
+    for policy in variant_root.glob("round-*/train-policy"):
+        total += int(((read_manifest(policy.resolve()) or {}).get("train") or {}).get("trained_tokens") or 0)
+    return total
+
+
+def leaderboard_row(label: str, final: dict[str, float], variant_root: Path) -> dict[str, Any]:
+    return {
+        "method": label,
+        "score": round(final[m.EVAL_SCORE], 4),
+        "pass_rate": round(final[m.EVAL_PASS_RATE], 4),
+        "length": round(final[m.EVAL_LENGTH], 1),
+        "wall_s": wall_seconds(variant_root),
+        "train_tokens": train_tokens(variant_root),
+    }
+
+
+def leaderboard_markdown(rows: list[dict[str, Any]], start: dict[str, float]) -> str:
+    """The leaderboard, best held-out score first, with the starting model as the first line."""
+    first = [f"{start[m.EVAL_SCORE]:.3f}", f"{start[m.EVAL_PASS_RATE]:.3f}", f"{start[m.EVAL_LENGTH]:.1f}"]
+    table = [
+        ["method", "held-out score", "pass rate", "length (tokens)", "wall time (s)", "training tokens"],
+        ["*start*", *first, "–", "–"],
+    ]
+    for row in sorted(rows, key=lambda r: -r["score"]):
+        table.append([
+            row["method"], f"{row['score']:.3f}", f"{row['pass_rate']:.3f}", f"{row['length']:.1f}",
+            f"{row['wall_s']:.0f}", str(row["train_tokens"]),
+        ])  # fmt: skip
+    return render_markdown(table, right=range(1, 6))

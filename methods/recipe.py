@@ -1,0 +1,69 @@
+"""The full recipe schema: the common sections plus every registered method's, and loading it.
+
+The schema is assembled from ``methods.METHODS`` and ``methods.SECTIONS``, so a
+new method's section and name are known to every recipe without editing here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import create_model, model_validator
+
+from methods import METHODS, SECTIONS
+from pipeline_lib.config import RecipeBase, read_raw_recipe, validate_with
+
+
+class _MethodRules(RecipeBase):
+    """What the registry says about the recipe's method: its default sections, objectives and checks."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _method_defaults(cls, raw: Any) -> Any:
+        if not isinstance(raw, dict) or raw.get("method") not in METHODS:
+            return raw
+        method = METHODS[raw["method"]]
+        raw = method.defaults(raw)
+        if method.objectives:
+            train = dict(raw.get("train") or {})
+            train.setdefault("objective", method.objectives[0])
+            raw = {**raw, "train": train}
+        return raw
+
+    @model_validator(mode="after")
+    def _method_sections(self) -> Any:
+        """Another method's sections are a mistake, not something to ignore silently."""
+        method = METHODS[self.method]
+        if method.objectives and self.train.objective not in method.objectives:
+            allowed = " or ".join(map(repr, method.objectives))
+            raise ValueError(f"method {self.method!r} trains with objective {allowed}, not train.objective {self.train.objective!r}")
+        for section in SECTIONS:
+            if getattr(self, section) is not None and section not in method.sections:
+                owners = " or ".join(repr(m.name) for m in METHODS.values() if section in m.sections)
+                raise ValueError(f"section '{section}' is only used by method {owners}, not {self.method!r}")
+        method.check(self)
+        if method.trains_on_prompts:
+            stop = self.prompts.stop(self.suite.n_train)
+            if stop > self.suite.n_train:
+                raise ValueError(f"prompts.start + prompts.count ({stop}) exceeds suite.n_train ({self.suite.n_train})")
+            if self.prompts.start >= self.suite.n_train:
+                raise ValueError(f"prompts.start ({self.prompts.start}) must be below suite.n_train ({self.suite.n_train})")
+        return self
+
+
+Recipe = create_model(
+    "Recipe",
+    __base__=_MethodRules,
+    method=(Literal[tuple(METHODS)], "evaluate"),
+    **{name: (model | None, None) for name, model in SECTIONS.items()},
+)
+
+
+def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Any:
+    """Read a YAML recipe, apply `a.b=value` overrides, validate. Errors name the key."""
+    return validate_recipe(read_raw_recipe(path, overrides), origin=str(path))
+
+
+def validate_recipe(raw: dict[str, Any], origin: str = "recipe") -> Any:
+    return validate_with(Recipe, raw, origin)

@@ -1,0 +1,73 @@
+"""Choose a round's training targets from the revised samples by the round's accepted decisions.
+
+The verifier scores written next to each target are for reporting only (how
+much the reviser helped); selection never looks at them, because SEFT's
+prompt pool is unannotated.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from statistics import fmean
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from pipeline_lib.revision import DECISIONS
+from pipeline_lib.suite import verify
+from pipeline_lib.suite.files import read_items
+from pipeline_lib.training.rows import TRAIN_ROWS_FILE, chat, write_rows
+
+TARGETS_FILE = "targets.parquet"
+
+
+def select_targets(items_dir: Path, revisions_file: Path, accepted: list[str], folder: Path) -> dict[str, Any]:
+    """Write ``targets.parquet`` (every sample, with its fate) and ``train.parquet`` (the accepted chat rows)."""
+    items = {item.id: item for item in read_items(items_dir)}
+    rows = []
+    for revision in pq.read_table(revisions_file).to_pylist():
+        item = items[revision["prompt_id"]]
+        target = revision["enhanced"]
+        rows.append(
+            {
+                "prompt_id": revision["prompt_id"],
+                "sample_index": revision["sample_index"],
+                "family": item.family,
+                "prompt": item.prompt,
+                "response": revision["response"],
+                "decision": revision["decision"] or f"malformed: {revision['malformed']}",
+                "revision": revision["revision"],
+                "target": target,
+                "accepted": target is not None and revision["decision"] in accepted,
+                "response_score": verify(item, revision["response"]).score,
+                "target_score": verify(item, target).score if target is not None else None,
+            }
+        )
+    write_rows(rows, folder / TARGETS_FILE)
+    chat_rows = [
+        {"prompt": chat(row["prompt"]), "completion": [{"role": "assistant", "content": row["target"]}]}
+        for row in rows
+        if row["accepted"]
+    ]
+    write_rows(chat_rows, folder / TRAIN_ROWS_FILE)
+    return {"rows": len(rows), **selection_report(rows, accepted)}
+
+
+def selection_report(rows: list[dict[str, Any]], accepted: list[str]) -> dict[str, Any]:
+    kept = [row for row in rows if row["accepted"]]
+    by_decision = Counter(row["decision"] for row in kept)
+    usable = [row for row in rows if row["target"] is not None]
+    return {
+        "accepted_decisions": list(accepted),
+        "accepted": len(kept),
+        "accepted_by_decision": {decision: by_decision.get(decision, 0) for decision in DECISIONS},
+        "response_score": _mean(row["response_score"] for row in rows),
+        "target_score": _mean(row["target_score"] for row in usable),
+        "accepted_target_score": _mean(row["target_score"] for row in kept),
+    }
+
+
+def _mean(values) -> float | None:
+    values = list(values)
+    return round(fmean(values), 4) if values else None

@@ -1,0 +1,131 @@
+"""Stage calls that several methods make: the suite, sampling, scoring, training, evaluation, the reviser.
+
+Each function is a stage call (or a few) in a run's context; the stages
+themselves are declared in ``tasks/``. Method flows import these, never
+each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from pipeline_lib.revision.reviser_data import ADAPTIVE_FILE, WARMUP_FILE
+from pipeline_lib.sampling import SamplingParams
+from tasks.context import RunContext
+from tasks.data import prepare_suite
+from tasks.evaluation import log_round, score, score_samples_stage
+from tasks.models import provision_model
+from tasks.revision import log_reviser, reviser_data, revise
+from tasks.sampling import generate_answers, sample_policy
+from tasks.stage import Stage
+from tasks.training import train_policy, train_reviser, warmup_reviser
+
+
+def suite_items(ctx: RunContext, split: str, label: str, round_index: int | None = None, start: int = 0, stop: int | None = None) -> str:
+    """One split of the built-in suite, or its items ``start:stop``; linked as ``prepare-suite-<label>``."""
+    suite = ctx.recipe.suite
+    size = suite.n_eval if split == "eval" else suite.n_train
+    return ctx.run(prepare_suite, round_index, label=label, suite=suite, split=split, size=size, start=start, stop=stop)
+
+
+def training_prompts(ctx: RunContext) -> str:
+    """The suite train items the objective methods learn from (``prompts``)."""
+    recipe = ctx.recipe
+    return suite_items(ctx, "train", "train", None, recipe.prompts.start, recipe.prompts.stop(recipe.suite.n_train))
+
+
+def answer(ctx: RunContext, stage: Stage, round_index: int | None, model: str, items: str, params: SamplingParams, batch_size: int) -> str:
+    return ctx.run(
+        stage, round_index, model=model, items=items, params=params, backend=ctx.backend, dtype=ctx.dtype,
+        sampler=ctx.sampler, batch_size=batch_size,
+    )  # fmt: skip
+
+
+def policy_samples(ctx: RunContext, round_index: int | None, model: str, items: str, **params: Any) -> str:
+    """The policy's samples of ``items``: the ``sampler`` settings, ``params`` (n, seed...) overriding."""
+    sampling = SamplingParams.from_config(ctx.recipe.sampler, **params)
+    return answer(ctx, sample_policy, round_index, model, items, sampling, ctx.recipe.sampler.batch_size)
+
+
+def sample_scores(ctx: RunContext, round_index: int | None, items: str, samples: str) -> str:
+    """The verifier's scores of the policy's samples."""
+    return ctx.run(score_samples_stage, round_index, items=items, samples=samples)
+
+
+def train(ctx: RunContext, stage: Stage, round_index: int | None, model: str, rows: str, config: Any, seed: int) -> str:
+    """Fine-tune ``model`` on the rows file ``rows`` with the train section ``config``."""
+    return ctx.run(stage, round_index, model=model, rows=rows, train=config, seed=seed, dtype=ctx.dtype)
+
+
+def train_round(ctx: RunContext, k: int, model: str, rows: str, config: Any = None) -> str:
+    """Round k's policy update: ``train`` (or ``config``) on ``rows``, with round k's seed."""
+    return train(ctx, train_policy, k, model, rows, config or ctx.recipe.train, ctx.seed("train", k))
+
+
+def evaluate_round(
+    ctx: RunContext,
+    model: str,
+    k: int,
+    trained: bool = False,
+    outputs: Mapping[str, str] | None = None,
+    metrics: Mapping[str, float] | None = None,
+    tables: Mapping[str, list[dict]] | None = None,
+    datasets: Mapping[str, str] | None = None,
+) -> dict[str, float]:
+    """Greedy answers on the held-out split, verified, and logged as round k with what the method adds.
+
+    ``trained``: ``model`` is this round's training output, so its loss and
+    throughput are logged too.
+    """
+    recipe = ctx.recipe
+    items = suite_items(ctx, "eval", "eval")
+    params = SamplingParams(temperature=0.0, max_new_tokens=recipe.eval.max_new_tokens, seed=recipe.seed)
+    samples = answer(ctx, generate_answers, k, model, items, params, recipe.eval.batch_size)
+    scores = ctx.run(score, k, items=items, samples=samples)
+    return log_round(ctx.parent, k, scores, items, model if trained else None, outputs, metrics, tables, datasets)
+
+
+def starting_model(ctx: RunContext) -> str:
+    return provision_model(ctx.recipe.model.ref)
+
+
+def one_round(ctx: RunContext, round_body: Callable[[RunContext, int, str], tuple[str, dict[str, float]]]) -> tuple[str, dict]:
+    """Round 0 on the starting model, then ``round_body(ctx, 1, model) -> (new policy, its metrics)``.
+
+    The whole body of the methods that train once (SFT, IFT, DPO, RFT, FIGA).
+    """
+    model = starting_model(ctx)
+    rounds = {0: evaluate_round(ctx, model, 0)}
+    model, rounds[1] = round_body(ctx, 1, model)
+    return model, rounds
+
+
+def build_reviser(ctx: RunContext, base_model: str) -> str:
+    """Graded samples -> decision-labelled data -> warm-up -> adaptive training; returns the reviser's folder."""
+    recipe, reviser = ctx.recipe, ctx.recipe.reviser
+    scores = None
+    if reviser.n_prompts:
+        items = suite_items(ctx, "train", "reviser", None, 0, reviser.n_prompts)
+        temperature = recipe.sampler.temperature if reviser.temperature is None else reviser.temperature
+        samples = policy_samples(
+            ctx, None, base_model, items, n=reviser.samples_per_prompt, seed=ctx.seed("reviser-source"), temperature=temperature
+        )
+        scores = sample_scores(ctx, None, items, samples)
+    preference = reviser.preference.source if reviser.preference and Path(reviser.preference.source).exists() else None
+    data = ctx.run(reviser_data, scores=scores, preference=preference, reviser=reviser, seed=recipe.seed)
+    start = provision_model(reviser.model) if reviser.model else base_model
+    warm = train(ctx, warmup_reviser, None, start, str(Path(data) / WARMUP_FILE), reviser.warmup, recipe.seed)
+    trained = train(ctx, train_reviser, None, warm, str(Path(data) / ADAPTIVE_FILE), reviser.train, recipe.seed)
+    log_reviser(ctx.parent, data, warm, trained)
+    return trained
+
+
+def revise_policy_samples(ctx: RunContext, k: int, reviser: str, samples: str, items: str) -> str:
+    """The reviser's decision and revision for every sample (SEFT's rounds, FIGA's revised answers)."""
+    recipe = ctx.recipe
+    return ctx.run(
+        revise, k, reviser=reviser, samples=samples, items=items, max_new_tokens=recipe.reviser.max_new_tokens,
+        backend=ctx.backend, dtype=ctx.dtype, seed=recipe.seed, sampler=ctx.sampler, batch_size=recipe.reviser.batch_size,
+    )  # fmt: skip

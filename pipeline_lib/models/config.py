@@ -1,0 +1,13 @@
+"""The model a recipe starts from."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from pipeline_lib.core.section import Section
+
+class ModelConfig(Section):
+    ref: str = Field("smollm2-135m-instruct", description="alias, local HF folder or hub id")
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"

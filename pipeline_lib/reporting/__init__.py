@@ -1,0 +1,1 @@
+"""How results are shown: metric names, console and markdown tables, figures."""

@@ -1,0 +1,57 @@
+"""The built-in suite's recipe sections: which items exist, which ones a method trains on, how they are evaluated."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, field_validator
+
+from pipeline_lib.core.section import Section
+
+class SuiteConfig(Section):
+    """The built-in verifiable task suite (the default dataset)."""
+
+    families: list[str] | None = None
+    difficulty: list[int] = Field(default_factory=lambda: [1, 2])
+    n_train: int = Field(256, ge=0)
+    n_eval: int = Field(128, ge=1)
+    seed: int = 0
+
+    def for_split(self, split: str) -> dict[str, Any]:
+        """The settings one split is generated from (not the other split's size)."""
+        other = "n_train" if split == "eval" else "n_eval"
+        return {"split": split, **self.model_dump(exclude={other})}
+
+    @field_validator("families")
+    @classmethod
+    def _known_families(cls, families: list[str] | None) -> list[str] | None:
+        from pipeline_lib.suite import FAMILIES
+
+        unknown = sorted(set(families or []) - set(FAMILIES))
+        if unknown or families == []:
+            raise ValueError(f"unknown or no families {unknown}; choose from {list(FAMILIES)}")
+        return families
+
+    @field_validator("difficulty")
+    @classmethod
+    def _known_levels(cls, levels: list[int]) -> list[int]:
+        from pipeline_lib.suite import DIFFICULTIES
+
+        if not levels or any(level not in DIFFICULTIES for level in levels):
+            raise ValueError(f"levels must be a non-empty subset of {list(DIFFICULTIES)}")
+        return levels
+
+
+class PromptsConfig(Section):
+    """The suite train items that sft, ift, dpo, spin and figa train on: items ``start`` to ``start + count``."""
+
+    start: int = Field(0, ge=0)
+    count: int | None = Field(None, ge=1, description="null: every item from start to suite.n_train")
+
+    def stop(self, n_train: int) -> int:
+        return n_train if self.count is None else self.start + self.count
+
+
+class EvalConfig(Section):
+    max_new_tokens: int = Field(128, ge=1)
+    batch_size: int = Field(32, ge=1)
