@@ -105,6 +105,8 @@ RUNS: list[tuple[str, str, str, list[str]]] = [
     # spin.last_beta is read (and applied) in the last iteration.
     ("spin", "spin", "spin-tiny.yaml", [*SMALL_SUITE, "spin.iterations=1", "spin.last_beta=0.2"]),
     ("figa", "figa", "figa-tiny.yaml", SMALL_SUITE),
+    # Its own suite sizes: on fewer prompts the random tiny model may pass none, which stops the run.
+    ("rft", "rft", "rft-tiny.yaml", []),
     # Learning, held-out play and the outcome-filtered SFT round (skipped, and reported, when no episode succeeds).
     ("cel", "cel", "cel-frozenlake-tiny.yaml", ["cel.learn_episodes=1", "cel.eval_episodes=1"]),
     # Its three contestants (SFT, SPIN, SEFT + OnDARE), the reviser's phases trained the other way round.
