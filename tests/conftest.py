@@ -10,6 +10,8 @@ inherit) must therefore not carry any Prefect setting derived from a home.
 """
 
 import os
+import signal
+import threading
 import shutil
 import tempfile
 from pathlib import Path
@@ -82,3 +84,19 @@ def _prefect_api_and_clean_home():
     with local_prefect_api():
         yield
     shutil.rmtree(_HOME, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _sigint_handler_restored():
+    """Give the next test the SIGINT handler this one started with.
+
+    `alignflow` exiting on ctrl-C ignores further interrupts (flows.cli), which
+    is right for a process about to exit, but a test calling ``main`` in this
+    process would leave every later test on its worker deaf to ctrl-C.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    handler = signal.getsignal(signal.SIGINT)
+    yield
+    signal.signal(signal.SIGINT, handler)

@@ -107,7 +107,7 @@ def last_flow_run(parameters: dict):
 
     A subprocess records its runs through a private API of its own, on the
     same database in ``$ALIGNFLOW_HOME/prefect`` that this test session's API
-    serves: for `alignflow run`, pass the recipe (resolved here) and the overrides.
+    serves: for `alignflow run`, pass the recipe path and the overrides.
     """
 
     async def read():
@@ -118,7 +118,12 @@ def last_flow_run(parameters: dict):
                 limit=50,
             )
 
-    wanted = {**parameters, **({"recipe": str(Path(parameters["recipe"]).resolve())} if "recipe" in parameters else {})}
+    wanted = dict(parameters)
+    if "recipe" in wanted:
+        # `alignflow run` hands the flow the recipe it parsed; Prefect stores it as JSON.
+        from methods.recipe import load_recipe
+
+        wanted["recipe"] = load_recipe(wanted["recipe"], wanted.pop("overrides", [])).to_dict()
     return next(run for run in anyio.run(read) if {name: run.parameters.get(name) for name in wanted} == wanted)
 
 

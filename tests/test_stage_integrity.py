@@ -141,7 +141,7 @@ def test_a_truncated_output_is_rebuilt_and_a_corrupt_input_stops_with_one_line(h
     assert f"stage train-policy cannot read its input 'rows': the output of stage build-training-rows at {rows_dir}" in error
 
     healed = _ok(home)
-    assert "stage build-training-rows (round-1/training-rows): rebuilding" in healed.stderr
+    assert "stage build-training-rows (round-1/build-training-rows): rebuilding" in healed.stderr
     assert "stage train-policy (round-1/train-policy): running" in healed.stderr
 
 

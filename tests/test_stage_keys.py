@@ -34,7 +34,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 # The session's settings, which the recorded runs (a user's shell) did not have: its Prefect and MLflow
 # stores, and the offline switches, which reach the converted model's tokenizer_config.json
 # ("local_files_only") and with it the model's digest and every key after it.
-SESSION_ONLY = ("MLFLOW_TRACKING_URI", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+# The thread settings of a pytest-xdist worker (conftest) change float sums in training, so they go too.
+SESSION_ONLY = (
+    "MLFLOW_TRACKING_URI", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE",
+    "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TOKENIZERS_PARALLELISM",
+)  # fmt: skip
 
 
 def _user_env(home: Path) -> dict[str, str]:
