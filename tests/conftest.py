@@ -87,16 +87,14 @@ def _prefect_api_and_clean_home():
 
 
 @pytest.fixture(autouse=True)
-def _sigint_handler_restored():
-    """Give the next test the SIGINT handler this one started with.
+def _default_sigint_handler():
+    """Every test starts with Python's own SIGINT handler.
 
     `alignflow` exiting on ctrl-C ignores further interrupts (flows.cli), which
-    is right for a process about to exit, but a test calling ``main`` in this
-    process would leave every later test on its worker deaf to ctrl-C.
+    is right for a process about to exit, but ``main`` called in this process
+    (by a test or a module's fixture) would leave every later test on its
+    worker deaf to ctrl-C.
     """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    handler = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     yield
-    signal.signal(signal.SIGINT, handler)
