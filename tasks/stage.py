@@ -123,7 +123,9 @@ class Stage:
         return config, inputs
 
     def key(self, args: Mapping[str, Any]) -> str:
-        config, inputs = self.key_parts(args)
+        return self._key(*self.key_parts(args))
+
+    def _key(self, config: Mapping[str, Any], inputs: Mapping[str, str]) -> str:
         return cache_key(
             f"{self.name}@v{self.version}",
             hash_json(to_jsonable_python(config)),
@@ -146,7 +148,9 @@ class Stage:
         if callable(force):
             force = force(self.name)
         args = self.bind(args)
-        key = self.key(args)
+        # Once per call: a code-keyed stage's parts include the digest of its modules' source.
+        config, inputs = self.key_parts(args)
+        key = self._key(config, inputs)
         out_dir = stage_dir(self.name, key)
         where = f"{link_as.parent.name}/{link_as.name}"
         problem = None if force else stage_problem(out_dir, key, full=verify_requested())
@@ -164,7 +168,7 @@ class Stage:
         # and the UI already shows each stage's state (Cached / Completed).
         _say(self.name, where, status)
         if refresh:
-            _check_inputs(self.name, self.key_parts(args)[1])
+            _check_inputs(self.name, inputs)
         called = time.time()
         # Named by where it runs, so the UI tells round 1's training from round 2's.
         assert self.task is not None
