@@ -22,7 +22,12 @@ EXIT_INTERRUPTED = 130
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # KEY=VALUE overrides may follow an option (`data inspect r.yaml --role sft train.max_length=64`).
+    if extra and isinstance(getattr(args, "overrides", None), list) and all("=" in e and not e.startswith("-") for e in extra):
+        args.overrides += extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not hasattr(args, "handler"):
         parser.print_help()
         return EXIT_USER_ERROR
@@ -95,9 +100,17 @@ def _parser() -> argparse.ArgumentParser:
     _command(models, "list", "list the model aliases and what is cached", _models_list)
 
     data = commands.add_parser("data", help="inspect datasets").add_subparsers(title="data commands")
-    inspect = _command(data, "inspect", "load a dataset, validate every row, report what was skipped", _data_inspect)
-    inspect.add_argument("source", help="hub id, or a local JSONL/JSON/Parquet/CSV file or folder")
-    inspect.add_argument("--kind", default="prompt", choices=["prompt", "answer", "sft", "preference", "messages"])
+    inspect = _command(
+        data, "inspect", "prepare a recipe's data role as a run would and print its data report, or check one source",
+        _data_inspect,
+    )  # fmt: skip
+    inspect.add_argument("target", help="a recipe YAML (with --role), or a hub id or local file or folder to check")
+    inspect.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="the recipe's dotted overrides")
+    inspect.add_argument("--role", choices=["prompts", "sft", "preference", "revisions"], help="the recipe's data role")
+    inspect.add_argument(
+        "--kind", default="prompt", choices=["prompt", "answer", "sft", "preference", "revision", "messages"],
+        help="a single source's row schema",
+    )  # fmt: skip
     inspect.add_argument("--format", default="auto", choices=["auto", "hh-rlhf", "mt-bench", "plain"])
     inspect.add_argument("--column", action="append", default=[], metavar="FIELD=COLUMN")
     inspect.add_argument("--split", default="train")
@@ -191,15 +204,28 @@ def _models_list(args) -> int:
 
 
 def _data_inspect(args) -> int:
+    if args.role:
+        return _inspect_role(args)
+    if args.overrides:
+        raise UserError("KEY=VALUE overrides apply to a recipe: give one with --role ROLE")
     from pipeline_lib.data import load_rows
 
     columns = dict(_pair(item, "--column") for item in args.column)
-    result = load_rows(args.source, args.kind, columns=columns or None, split=args.split, format=args.format)
+    result = load_rows(args.target, args.kind, columns=columns or None, split=args.split, format=args.format)
     print(result.summary())
     for skipped in result.examples:
         print(f"  skipped {skipped.source} row {skipped.row}: {skipped.reason}")
     if len(result.rows):
         print(f"first row: {result.rows[0]}")
+    return 0
+
+
+def _inspect_role(args) -> int:
+    from methods.data import inspect_role
+    from methods.recipe import load_recipe
+    from pipeline_lib.data.prepare import format_report
+
+    print(format_report(inspect_role(load_recipe(args.target, args.overrides), args.role)))
     return 0
 
 

@@ -15,6 +15,7 @@ from pipeline_lib.core import interrupts
 from pipeline_lib.core.errors import UserError
 from pipeline_lib.models import check_reference
 from pipeline_lib.store.runs import StageForcing
+from pipeline_lib.tracking import lineage
 from tasks.stage import DECLARED
 
 
@@ -66,7 +67,8 @@ def launch(recipe_path: str, overrides: list[str], from_stage: str | None = None
     # where it landed (a __del__, Prefect's teardown) still stops the run.
     with interrupts.sticky_interrupts():
         with local_prefect_api() as private:
-            state = flow(recipe=recipe, from_stage=from_stage, return_state=True)
+            with lineage.running_command(_command_line(recipe_path, overrides, from_stage, method)):
+                state = flow(recipe=recipe, from_stage=from_stage, return_state=True)
             flow_run_id = state.state_details.flow_run_id
             prefect_location = _prefect_location(flow_run_id, private)
         # Last check: an interrupt the flow never saw still ends the command with 130, not 0.
@@ -82,6 +84,12 @@ def launch(recipe_path: str, overrides: list[str], from_stage: str | None = None
     return 0
 
 
+def _command_line(recipe_path: str, overrides: list[str], from_stage: str | None, method: str | None) -> list[str]:
+    """The command as the user typed it, to name the MLflow run's source."""
+    command = "compare-methods" if method == "compare" else "run"
+    return ["alignflow", command, recipe_path, *overrides, *(["--from-stage", from_stage] if from_stage else [])]
+
+
 def print_report(result: dict, flow_run_id, prefect_location: str) -> None:
     if "leaderboard" in result:
         print("\n" + result["leaderboard_markdown"])
@@ -89,7 +97,8 @@ def print_report(result: dict, flow_run_id, prefect_location: str) -> None:
         print_rounds(result)
     print(f"\nrun folder:  {result['run_dir']}")
     if result.get("final_model"):
-        print(f"final model: {result['final_model']}")
+        registered = f" (registered: {result['registered_model']})" if result.get("registered_model") else ""
+        print(f"final model: {result['final_model']}{registered}")
     print(f"prefect:     flow run {flow_run_id} — {prefect_location}")
     print(f"mlflow:      run {result['mlflow_run_id']} — {_mlflow_location(result['mlflow_run_id'])}")
 

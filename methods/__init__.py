@@ -38,7 +38,8 @@ class Method:
     first being the default (empty: any); ``check``: cross-section rules;
     ``training_rounds``: how many times it trains the policy (compare-methods
     splits its token budget over them); ``contestant``: it can run in
-    compare-methods.
+    compare-methods; ``roles``: the ``data`` roles it reads (a role set in
+    the recipe that the method does not read is an error).
     """
 
     name: str
@@ -51,6 +52,7 @@ class Method:
     training_rounds: Callable[[Any], int] = lambda recipe: 1
     contestant: bool = False
     trains_on_prompts: bool = False
+    roles: tuple[str, ...] = ()
     example: str = ""  # the recipe `alignflow serve` deploys on demand; default configs/<name>.yaml
 
     @property
@@ -90,18 +92,37 @@ def present(*sections: str) -> Callable[[Raw], Raw]:
 
 
 def _figa_defaults(raw: Raw) -> Raw:
-    raw = {"figa": {}, **raw}
-    if (raw["figa"] or {}).get("revised_from", "reviser") == "reviser":
+    given = isinstance(raw.get("data"), dict) and raw["data"].get("revisions") not in (None, "suite", {"source": "suite"})
+    figa = {"revised_from": "data" if given else "reviser", **(raw.get("figa") or {})}
+    raw = {**raw, "figa": figa}
+    if figa["revised_from"] == "reviser":
         raw = {"reviser": {}, **raw}
     return raw
 
 
 def _figa_check(recipe: Any) -> None:
-    if recipe.figa.revised_from == "reference" and recipe.reviser is not None:
+    source = recipe.figa.revised_from
+    if source != "reviser" and recipe.reviser is not None:
         raise ValueError("section 'reviser' is only used by figa with figa.revised_from 'reviser'")
+    if (source == "data") != _user_role(recipe, "revisions"):
+        raise ValueError("figa.revised_from 'data' and data.revisions go together: set both or neither")
+    for role in ("prompts", "preference"):
+        if _user_role(recipe, role) and source != "reviser":
+            raise ValueError(f"data.{role} is read by figa only with figa.revised_from 'reviser' (the reviser's prompts and pairs)")
+
+
+def _user_role(recipe: Any, role: str) -> bool:
+    return recipe.data is not None and role in recipe.data.roles()
 
 
 def _seft_check(recipe: Any) -> None:
+    if recipe.reviser.n_prompts == 0 and not _user_role(recipe, "preference"):
+        raise ValueError("the reviser needs data: set reviser.n_prompts > 0 or data.preference")
+    if _user_role(recipe, "prompts"):
+        # The pool is the user's prompts (their number is checked once they are prepared); the suite only grades.
+        if recipe.suite.n_train < recipe.reviser.n_prompts:
+            raise ValueError(f"suite.n_train ({recipe.suite.n_train}) must cover reviser.n_prompts ({recipe.reviser.n_prompts})")
+        return
     needed = recipe.reviser.n_prompts + recipe.seft.pool_end(recipe.seft.rounds)
     if recipe.suite.n_train < needed:
         what = "seft.pool_prompts × seft.rounds" if recipe.seft.fresh_prompts else "seft.pool_prompts"
@@ -120,23 +141,24 @@ METHODS: dict[str, Method] = {
         Method(
             "seft", "methods.seft.flow:seft_flow", "SEFT: an adaptive reviser improves the policy's samples, round after round",
             sections=("reviser", "seft"), defaults=present("reviser", "seft"), objectives=("sft", "ift"),
-            check=_seft_check, training_rounds=lambda r: r.seft.rounds, contestant=True,
+            check=_seft_check, training_rounds=lambda r: r.seft.rounds, contestant=True, roles=("prompts", "preference"),
         ),
-        Method("sft", "methods.sft.flow:sft_flow", "SFT on the reference answers", objectives=("sft",),
-               contestant=True, trains_on_prompts=True),
-        Method("ift", "methods.sft.flow:ift_flow", "IFT on the reference answers", objectives=("ift",),
-               contestant=True, trains_on_prompts=True),
-        Method("dpo", "methods.dpo.flow:dpo_flow", "DPO: reference answers against the policy's failing samples",
-               objectives=("dpo",), contestant=True, trains_on_prompts=True),
+        Method("sft", "methods.sft.flow:sft_flow", "SFT on the reference answers (or data.sft)", objectives=("sft",),
+               contestant=True, trains_on_prompts=True, roles=("sft",)),
+        Method("ift", "methods.sft.flow:ift_flow", "IFT on the reference answers (or data.sft)", objectives=("ift",),
+               contestant=True, trains_on_prompts=True, roles=("sft",)),
+        Method("dpo", "methods.dpo.flow:dpo_flow",
+               "DPO: reference answers against the policy's failing samples (or data.preference as given)",
+               objectives=("dpo",), contestant=True, trains_on_prompts=True, roles=("preference",)),
         Method(
             "spin", "methods.spin.flow:spin_flow", "SPIN: K iterations of self-play against the reference answers",
             sections=("spin",), defaults=present("spin"), objectives=("spin",),
-            training_rounds=lambda r: r.spin.iterations, contestant=True, trains_on_prompts=True,
+            training_rounds=lambda r: r.spin.iterations, contestant=True, trains_on_prompts=True, roles=("sft",),
         ),
         Method(
             "figa", "methods.figa.flow:figa_flow", "FIGA: token weights from the policy's samples against their revisions",
             sections=("figa", "reviser"), defaults=_figa_defaults, objectives=("figa",), check=_figa_check,
-            contestant=True, trains_on_prompts=True,
+            contestant=True, trains_on_prompts=True, roles=("revisions", "prompts", "preference"),
         ),
         Method(
             "rft", "methods.rft.flow:rft_flow", "RFT: sample n, keep the answers the verifier passes, SFT on them",
@@ -146,6 +168,7 @@ METHODS: dict[str, Method] = {
             "compare", "methods.compare.flow:compare_methods", "compare-methods: contestants on one model, prompts and budget",
             # A comparison holds every contestant's settings and hands each variant its own.
             sections=("reviser", "seft", "spin", "figa", "rft", "compare"), check=_compare_check,
+            roles=("prompts", "sft", "preference", "revisions"),
         ),
         Method("cel", "methods.cel.flow:cel_flow", "CEL: an agent learns a grid game by rewriting its rules",
                sections=("cel",), defaults=present("cel"), example="configs/cel-frozenlake.yaml"),

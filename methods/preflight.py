@@ -8,12 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from pydantic import BaseModel
-
 from methods.compare.variants import variant_recipe
 from methods.compare.config import MethodVariant
 from methods.recipe import Recipe
-from pipeline_lib.data.config import DataConfig
 from pipeline_lib.data.sources import check_source
 from pipeline_lib.core.errors import UserError
 
@@ -40,14 +37,10 @@ def data_sources(recipe: Recipe) -> Iterator[tuple[str, str]]:
                 yield f"compare.methods[{variant.label}]: {key}", source
 
 
-def _sources_in(section: BaseModel, prefix: str) -> Iterator[tuple[str, str]]:
-    # Every DataConfig wherever it sits, so a section that gains one is covered without a change here.
-    for name in type(section).model_fields:
-        value, key = getattr(section, name), f"{prefix}{name}"
-        if isinstance(value, DataConfig):
-            yield f"{key}.source", value.source
-        elif isinstance(value, BaseModel):
-            yield from _sources_in(value, f"{key}.")
+def _sources_in(recipe: Recipe, prefix: str) -> Iterator[tuple[str, str]]:
+    for role, sources in (recipe.data.roles() if recipe.data else {}).items():
+        for index, source in enumerate(sources):
+            yield f"{prefix}data.{role}[{index}].source" if len(sources) > 1 else f"{prefix}data.{role}.source", source.source
 
 
 def _contestant(recipe: Recipe, variant: MethodVariant) -> Recipe:

@@ -13,6 +13,8 @@ from pydantic import create_model, model_validator
 
 from methods import METHODS, SECTIONS
 from pipeline_lib.config import RecipeBase, read_raw_recipe, validate_with
+from pipeline_lib.suite.config import PromptsConfig
+from methods.data import replaces_suite_prompts
 
 
 class _MethodRules(RecipeBase):
@@ -42,8 +44,19 @@ class _MethodRules(RecipeBase):
             if getattr(self, section) is not None and section not in method.sections:
                 owners = " or ".join(repr(m.name) for m in METHODS.values() if section in m.sections)
                 raise ValueError(f"section '{section}' is only used by method {owners}, not {self.method!r}")
+        if self.data is not None:
+            for role in self.data.set_roles():
+                if role not in method.roles:
+                    reads = f"it reads data.{', data.'.join(method.roles)}" if method.roles else "it reads no data role"
+                    raise ValueError(f"data.{role} is not read by method {self.method!r} ({reads})")
         method.check(self)
-        if method.trains_on_prompts:
+        given = [
+            role for role in (self.data.roles() if self.data else {})
+            if role in method.roles and replaces_suite_prompts(self.method, role)
+        ]  # fmt: skip
+        if method.trains_on_prompts and given and self.prompts != PromptsConfig():
+            raise ValueError(f"the prompts section picks suite items, which data.{given[0]} replaces: remove it")
+        if method.trains_on_prompts and not given:
             stop = self.prompts.stop(self.suite.n_train)
             if stop > self.suite.n_train:
                 raise ValueError(f"prompts.start + prompts.count ({stop}) exceeds suite.n_train ({self.suite.n_train})")

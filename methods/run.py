@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -16,8 +17,10 @@ from pipeline_lib.core import interrupts
 from pipeline_lib.reporting.tables import Rounds
 from pipeline_lib.sampling import resolve_backend, stop_all_servers
 from pipeline_lib.store.runs import StageForcing, open_run
+from pipeline_lib.tracking import lineage
 from tasks import reporting
 from tasks.context import RunContext
+from tasks.evaluation import register_model
 from tasks.stage import DECLARED
 
 TAG_RUN_DIR = "alignflow.run_dir"
@@ -48,11 +51,12 @@ def pipeline_run(recipe: Any, from_stage: str | None = None) -> Iterator[RunCont
     layout = open_run(recipe)
     tracking.configure(recipe.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI"), recipe.tracking.experiment)
     previous = tracking.find_run(recipe.tracking.experiment, layout.config_hash)
-    tags = {TAG_RUN_DIR: str(layout.root), TAG_SAMPLER_BACKEND: backend, **reporting.prefect_tags()}
+    source = lineage.source_tags(recipe.name, recipe.method, recipe.tracking.log_model_weights, _deployment_command())
+    tags = {TAG_RUN_DIR: str(layout.root), TAG_SAMPLER_BACKEND: backend, **reporting.prefect_tags(), **source}
     with tracking.start_pipeline_run(
         recipe.tracking.experiment, layout.name, recipe.to_dict(), layout.config_hash, tags=tags, resume_run_id=previous
     ) as parent:
-        # A resumed parent keeps its first tags; point it at the flow run doing the work now.
+        # A resumed parent keeps its first tags; point it at the flow run (and command) doing the work now.
         tracking.set_tags(tags, run_id=parent.info.run_id)
         reporting.link_mlflow_run(parent.info.run_id)
         forcing = StageForcing(sorted(DECLARED), from_stage)
@@ -77,7 +81,8 @@ def method_flow(name: str, body: Body) -> Flow:
             raise ValueError(f"the {name} flow got a {config.method} recipe")
         with pipeline_run(config, from_stage) as ctx:
             final_model, rounds = body(ctx)
-            return run_result(ctx, rounds, final_model)
+            registered = register_model(ctx.parent, final_model, config.name) if final_model else None
+            return run_result(ctx, rounds, final_model, registered)
 
     # Named as the attribute it is bound to in the method's flow module (where ``body`` is), so a
     # deployment's entrypoint (methods/dpo/flow.py:dpo_flow) loads it; the registry names it so too.
@@ -99,7 +104,16 @@ def round_flow(name: str) -> Callable[[Callable], Flow]:
     return flow(name=name, flow_run_name="round-{k}", validate_parameters=False, persist_result=True)
 
 
-def run_result(ctx: RunContext, rounds: Rounds, final_model: str | None) -> dict:
+def _deployment_command() -> str | None:
+    """How a served deployment's run was started: Prefect, not a command line, runs it (None: not one)."""
+    from prefect.runtime import deployment, flow_run
+
+    if deployment.id is None:
+        return None
+    return shlex.join(["prefect", "deployment", "run", f"{flow_run.flow_name}/{deployment.name}"])
+
+
+def run_result(ctx: RunContext, rounds: Rounds, final_model: str | None, registered: str | None = None) -> dict:
     """What a flow returns (and `alignflow run` prints), after leaving its per-round summary in Prefect."""
     # A ctrl-C lost since the last stage (Prefect drops one that lands in a round's teardown) crashes the run here.
     interrupts.check()
@@ -108,4 +122,6 @@ def run_result(ctx: RunContext, rounds: Rounds, final_model: str | None) -> dict
     result = {"run_dir": str(layout.root), "mlflow_run_id": ctx.parent, "rounds": rounds}
     if final_model:
         result["final_model"] = final_model
+    if registered:
+        result["registered_model"] = registered
     return result

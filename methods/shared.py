@@ -7,16 +7,21 @@ each other.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from methods.data import budget
+from pipeline_lib.data.prepare import ROWS_FILE
+from pipeline_lib.data.sources import source_identities
+from pipeline_lib.models.chat_template import template_text
 from pipeline_lib.revision.reviser_data import ADAPTIVE_FILE, WARMUP_FILE
 from pipeline_lib.sampling import SamplingParams
 from tasks.context import RunContext
-from tasks.data import prepare_suite
+from tasks.data import log_prepared, prepare_data, prepare_suite, take_prompts
 from tasks.evaluation import log_round, score, score_samples_stage
-from tasks.models import provision_model
+from tasks.models import provision_model, set_chat_template
 from tasks.revision import log_reviser, reviser_data, revise
 from tasks.sampling import generate_answers, sample_policy
 from tasks.stage import Stage
@@ -34,6 +39,42 @@ def training_prompts(ctx: RunContext) -> str:
     """The suite train items the objective methods learn from (``prompts``)."""
     recipe = ctx.recipe
     return suite_items(ctx, "train", "train", None, recipe.prompts.start, recipe.prompts.stop(recipe.suite.n_train))
+
+
+_SAID: set[tuple[str, str]] = set()  # (MLflow run, role): the suite fallback is said once per run
+
+
+def user_data(ctx: RunContext, role: str) -> str | None:
+    """The prepared ``data.<role>`` folder, or None when the recipe leaves the role to the built-in suite.
+
+    Decontaminated against the held-out suite, the evaluation set every method uses.
+    """
+    recipe = ctx.recipe
+    sources = recipe.data.roles().get(role) if recipe.data else None
+    if not sources:
+        if (ctx.parent, role) not in _SAID:
+            _SAID.add((ctx.parent, role))
+            print(f"data.{role} is not set: {recipe.method} uses the built-in suite instead", file=sys.stderr, flush=True)
+        return None
+    files, hub = source_identities(sources)
+    model = starting_model(ctx)
+    prepared = ctx.run(
+        prepare_data, label=role, role=role, sources=sources, files=files, hub=hub, settings=recipe.data,
+        model=model, budget=budget(recipe, model, role), eval_sets={"suite-eval": suite_items(ctx, "eval", "eval")},
+        seed=recipe.seed,
+    )  # fmt: skip
+    log_prepared(ctx.parent, prepared, role, sources)
+    return prepared
+
+
+def data_inputs(role: str, prepared: str | None) -> dict[str, str] | None:
+    """A prepared role as the round run logs it, an input of the run that trains on it (None: the suite)."""
+    return {f"data-{role}": str(Path(prepared) / ROWS_FILE)} if prepared else None
+
+
+def prompt_slice(ctx: RunContext, prepared: str, round_index: int | None, label: str, start: int, stop: int) -> str:
+    """Rows ``start:stop`` of a prepared role, as prompts to sample; linked as ``take-prompts-<label>``."""
+    return ctx.run(take_prompts, round_index, label=label, prepared=prepared, start=start, stop=stop)
 
 
 def answer(ctx: RunContext, stage: Stage, round_index: int | None, model: str, items: str, params: SamplingParams, batch_size: int) -> str:
@@ -88,7 +129,9 @@ def evaluate_round(
 
 
 def starting_model(ctx: RunContext) -> str:
-    return provision_model(ctx.recipe.model.ref)
+    """The recipe's model, with ``model.chat_template`` set on it when the recipe gives one."""
+    model, template = provision_model(ctx.recipe.model.ref), ctx.recipe.model.chat_template
+    return ctx.run(set_chat_template, model=model, template=template_text(template)) if template else model
 
 
 def one_round(ctx: RunContext, round_body: Callable[[RunContext, int, str], tuple[str, dict[str, float]]]) -> tuple[str, dict]:
@@ -113,7 +156,7 @@ def build_reviser(ctx: RunContext, base_model: str) -> str:
             ctx, None, base_model, items, n=reviser.samples_per_prompt, seed=ctx.seed("reviser-source"), temperature=temperature
         )
         scores = sample_scores(ctx, None, items, samples)
-    preference = reviser.preference.source if reviser.preference and Path(reviser.preference.source).exists() else None
+    preference = user_data(ctx, "preference")
     data = ctx.run(reviser_data, scores=scores, preference=preference, reviser=reviser, seed=recipe.seed)
     start = provision_model(reviser.model) if reviser.model else base_model
     warm = train(ctx, warmup_reviser, None, start, str(Path(data) / WARMUP_FILE), reviser.warmup, recipe.seed)

@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 from pipeline_lib.core.errors import UserError
 from pipeline_lib.core.hashing import hash_json
 from pipeline_lib.core.section import Section
+from pipeline_lib.data.config import DataConfig
 from pipeline_lib.models.config import ModelConfig
 from pipeline_lib.sampling.config import SamplerConfig
 from pipeline_lib.store import atomic_write_text
@@ -40,17 +41,7 @@ class RecipeBase(Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _no_data_section(cls, raw: Any) -> Any:
-        if isinstance(raw, dict) and "data" in raw:
-            # Accepted once and then ignored by every method; an error until datasets by role exist.
-            raise ValueError(
-                f"section 'data' is not read by method {raw.get('method', 'evaluate')!r} (no method reads it yet): "
-                "remove it; SEFT's preference set is reviser.preference"
-            )
-        return raw
+    data: DataConfig | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -60,6 +51,8 @@ class RecipeBase(Section):
 # user point a finished run at another MLflow server, or give vLLM more cache,
 # without recomputing it.
 OUTPUT_NEUTRAL = ("tracking", "sampler.vllm", "sampler.base_url")
+# Settings added since runs were first named: hashed only when set, so existing recipes keep their run names.
+HASHED_WHEN_SET = ("data", "model.chat_template")
 # The method sections recipes had before the method registry: hashed even when
 # unset, as they always were. A section added since counts only when it is set,
 # so adding a method never renames the runs of existing recipes.
@@ -68,13 +61,14 @@ SECTIONS_HASHED_WHEN_UNSET = ("reviser", "seft", "spin", "figa", "compare", "cel
 
 def config_hash(recipe: RecipeBase) -> str:
     dumped = recipe.to_dict()
-    for dotted in OUTPUT_NEUTRAL:
+    for dotted in OUTPUT_NEUTRAL + HASHED_WHEN_SET:
         *parents, name = dotted.split(".")
         node = dumped
         for part in parents:
             node = node.get(part, {})
-        node.pop(name, None)
-    for section in set(dumped) - set(RecipeBase.model_fields) - set(SECTIONS_HASHED_WHEN_UNSET):
+        if dotted in OUTPUT_NEUTRAL or node.get(name, 0) is None:
+            node.pop(name, None)
+    for section in set(dumped) - set(SECTIONS_HASHED_WHEN_UNSET):
         if dumped[section] is None:
             del dumped[section]
     return hash_json(dumped)
@@ -116,6 +110,8 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
     parts = key.split(".")
     for depth, part in enumerate(parts[:-1]):
         child = node.setdefault(part, {})
+        if isinstance(child, list) and len(child) == 1 and isinstance(child[0], dict):
+            child = child[0]  # a data role of one source, as a parsed recipe lists it
         if not isinstance(child, dict):
             raise UserError(f"override {item!r}: '{'.'.join(parts[: depth + 1])}' is a value, not a section")
         node = child

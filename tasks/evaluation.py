@@ -12,6 +12,7 @@ from pipeline_lib import tracking
 from pipeline_lib.reporting.figures import family_figure, rounds_figure
 from pipeline_lib.suite.files import ITEMS_FILE
 from pipeline_lib.suite.scoring import METRICS_FILE, SCORES_FILE, flat_metrics, read_metrics, score_samples
+from pipeline_lib.tracking.lineage import register_final_model
 from pipeline_lib.tracking.rounds import round_child_run
 from pipeline_lib.training.report import train_metrics, training_round_metrics
 from tasks.sampling import SAMPLES_FILE
@@ -45,7 +46,8 @@ def log_round(
     """Log a round to its child run and, stepped by round, to the parent.
 
     Held-out metrics always; with ``trained`` (the round's new model) its
-    training metrics and loss curve; ``outputs``, ``metrics``, ``tables`` and
+    training metrics and loss curve, and the model as an MLflow LoggedModel
+    with the round's metrics linked; ``outputs``, ``metrics``, ``tables`` and
     ``datasets`` are what the method adds (SEFT: its revisions and targets).
     A rerun that reuses the same outputs finds the child it logged before and
     logs nothing again, so resuming never duplicates rows or points.
@@ -54,7 +56,8 @@ def log_round(
     metrics = {**flat_metrics(summary), **(training_round_metrics(trained) if trained else {}), **(metrics or {})}
     # In this order (the scores, then the outputs by name), as every earlier version tagged its rounds.
     named = {**(outputs or {}), **({"train": trained} if trained else {})}
-    with round_child_run(parent_run_id, round_index, [scores_dir, *(named[n] for n in sorted(named))], metrics) as run_id:
+    logged = [scores_dir, *(named[n] for n in sorted(named))]
+    with round_child_run(parent_run_id, round_index, logged, metrics, trained) as run_id:
         if run_id is None:
             return metrics
         tracking.log_dataset(Path(items_dir) / ITEMS_FILE, name="suite-eval", context="eval", run_id=run_id)
@@ -70,6 +73,13 @@ def log_round(
             for point in train_metrics(trained)["loss_history"]:
                 tracking.log_metrics({"train/loss_curve": point["loss"]}, step=int(point["step"]), run_id=run_id)
     return metrics
+
+
+@task(name="log-registered-model", retries=2, retry_delay_seconds=2, tags=["tracking"])
+def register_model(parent_run_id: str, final_model: str, name: str) -> str | None:
+    """Register the run's final model under the recipe's name (once per stage key); ``models:/NAME/V`` or None."""
+    version = register_final_model(parent_run_id, final_model, name)
+    return f"models:/{version.name}/{version.version}" if version else None
 
 
 @task(name="log-score-by-round", retries=2, retry_delay_seconds=2, tags=["tracking"])

@@ -10,6 +10,7 @@ from prefect import task
 from pipeline_lib import revision, tracking
 from pipeline_lib.reporting import metrics as names
 from pipeline_lib.revision.config import ReviserConfig
+from pipeline_lib.data.prepare import ROWS_FILE
 from pipeline_lib.revision.reviser_data import ADAPTIVE_FILE, WARMUP_FILE, build_reviser_data
 from pipeline_lib.revision.revise import revise_samples
 from pipeline_lib.sampling.config import SamplerConfig
@@ -30,9 +31,10 @@ def _data_settings(reviser: ReviserConfig) -> dict:
 def reviser_data(
     tmp: Path, scores: OptionalInput, preference: OptionalInput, reviser: KeyedBy(ReviserConfig, _data_settings), seed: int
 ) -> dict:
-    """Graded samples (``scores``) and the preference set (``preference``: a local file, when it is one; its
-    path is also in ``reviser.preference``) become decision-labelled warm-up and adaptive rows."""
-    return build_reviser_data(Path(scores) / SCORES_FILE if scores else None, reviser, seed, tmp)
+    """Graded samples (``scores``) and the prepared ``data.preference`` folder (``preference``) become
+    decision-labelled warm-up and adaptive rows."""
+    preference_rows = Path(preference) / ROWS_FILE if preference else None
+    return build_reviser_data(Path(scores) / SCORES_FILE if scores else None, preference_rows, reviser, seed, tmp)
 
 
 # v2: keyed by this version instead of the reviser code's digest, so moving code no longer reruns the reviser.

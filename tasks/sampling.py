@@ -7,7 +7,7 @@ from pathlib import Path
 from pipeline_lib.sampling import SamplingParams
 from pipeline_lib.sampling.config import SamplerConfig
 from pipeline_lib.sampling.stage import sample_chat
-from pipeline_lib.suite.files import read_items
+from pipeline_lib.data.items import read_prompt_items
 from tasks.stage import Input, Neutral, stage
 
 SAMPLES_FILE = "samples.parquet"
@@ -25,11 +25,12 @@ def generate_answers(
     sampler: Neutral(SamplerConfig),
     batch_size: Neutral(int),
 ) -> dict:
-    """Answer every suite item (``params.n`` samples each); ``sampler`` says how to reach ``backend``."""
-    suite_items = read_items(Path(items))
+    """Answer every item, the suite's or a prepared data role's (``params.n`` samples each); ``sampler`` says how
+    to reach ``backend``."""
+    prompts = read_prompt_items(items)
     stats = sample_chat(
-        [item.id for item in suite_items],
-        [item.prompt for item in suite_items],
+        [item.id for item in prompts],
+        [item.messages for item in prompts],
         Path(model),
         dtype,
         sampler.model_copy(update={"backend": backend}),

@@ -61,6 +61,8 @@ _INPUT, _NEUTRAL = "input", "neutral"
 Input = Annotated[str, _INPUT]
 """A file or folder the stage reads; its content digest keys the stage."""
 OptionalInput = Annotated["str | None", _INPUT]
+InputMap = Annotated["dict[str, str]", _INPUT]
+"""Named files or folders the stage reads, each keyed by its content digest."""
 
 
 def Neutral(kind: Any) -> Any:  # noqa: N802 - reads as a type in signatures
@@ -114,7 +116,10 @@ class Stage:
         for name, param in self.params.items():
             value = args[name]
             if param.role == _INPUT:
-                if value is not None:
+                if isinstance(value, Mapping):
+                    # Several inputs under one parameter (the evaluation sets to decontaminate against).
+                    inputs.update({f"{name}.{part}": str(path) for part, path in value.items()})
+                elif value is not None:
                     inputs[name] = str(value)
             elif param.role != _NEUTRAL:
                 config[name] = param.narrow(value) if param.narrow else value

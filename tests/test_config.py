@@ -109,8 +109,10 @@ def test_resolved_config_is_saved_and_reloads(recipe_file, tmp_path):
     assert again == recipe and config_hash(again) == digest
 
 
-def test_a_data_section_is_an_error_that_names_it(recipe_file):
-    with pytest.raises(UserError, match=r"section 'data' is not read by method 'evaluate'"):
+def test_a_data_role_the_method_does_not_read_is_an_error_that_names_it(recipe_file):
+    with pytest.raises(UserError, match=r"data.prompts is not read by method 'evaluate' \(it reads no data role\)"):
+        load_recipe(recipe_file, ["data.prompts.source=/nonexistent.jsonl"])
+    with pytest.raises(UserError, match=r"data is now a set of datasets by role"):
         load_recipe(recipe_file, ["data.source=/nonexistent.jsonl"])
 
 

@@ -433,8 +433,8 @@ def test_bad_arguments_are_user_errors(tmp_path):
         load_rows(str(source), "dialog")
     with pytest.raises(UserError, match="unknown data format 'alpaca'"):
         load_rows(str(source), "prompt", format="alpaca")
-    with pytest.raises(UserError, match="data format 'hh-rlhf' gives preference or messages rows, not schema 'prompt'"):
-        load_rows(str(source), "prompt", format="hh-rlhf")
+    with pytest.raises(UserError, match="data format 'hh-rlhf' gives preference or messages or prompt rows, not schema 'sft'"):
+        load_rows(str(source), "sft", format="hh-rlhf")
     with pytest.raises(UserError, match="limit must be a positive integer"):
         load_rows(str(source), "prompt", limit=0)
     (tmp_path / "blank.jsonl").write_text("", encoding="utf-8")

@@ -32,7 +32,7 @@ BIN = Path(sys.executable).parent
 FAILING_STAGE = "train-policy"
 # Finished before round 1's training failed; none may be built again.
 FINISHED_STAGES = {
-    "prepare-suite", "generate-answers", "score", "sample-policy", "score-samples",
+    "prepare-suite", "prepare-data", "generate-answers", "score", "sample-policy", "score-samples",
     "build-reviser-data", "warmup-reviser", "train-reviser", "revise", "select-targets",
 }  # fmt: skip
 ACCELERATOR_STAGES = {"generate-answers", "sample-policy", "warmup-reviser", "train-reviser", "revise", "train-policy"}

@@ -16,7 +16,7 @@ from pipeline_lib.core.errors import UserError
 REPO = Path(__file__).resolve().parents[1]
 SEFT = str(REPO / "configs" / "seft-tiny.yaml")
 COMPARE = str(REPO / "configs" / "compare-tiny.yaml")
-KEY = "reviser.preference.source"
+KEY = "data.preference.source"
 
 
 @pytest.fixture

@@ -56,6 +56,7 @@ from pipeline_lib.core.errors import UserError
 from methods import METHODS as REGISTRY
 from methods.recipe import Recipe, load_recipe
 from pipeline_lib.core.section import Section
+from pipeline_lib.data.config import DATA_ROLES
 from pipeline_lib.sampling.config import SamplerConfig, VllmConfig
 from tasks.stage import Stage
 
@@ -73,16 +74,23 @@ OWNED = {section for method in REGISTRY.values() for section in method.sections}
 # (ReviserConfig._trains_on_revisions), which read no preference or FIGA setting.
 # The test fails once one of them is read (remove it then).
 REFUSED_UNLESS_DEFAULT = {
-    f"reviser.{phase}.{setting}": value
-    for phase in ("warmup", "train")
-    for setting, value in (("preference.beta", 0.5), ("preference.loss_type", "hinge"), ("figa.alpha", 2.0),
-                           ("figa.beta", 1.0), ("figa.negative_band", [0.1, 0.5]))
+    **{
+        f"reviser.{phase}.{setting}": value
+        for phase in ("warmup", "train")
+        for setting, value in (("preference.beta", 0.5), ("preference.loss_type", "hinge"), ("figa.alpha", 2.0),
+                               ("figa.beta", 1.0), ("figa.negative_band", [0.1, 0.5]))
+    },
+    # Moved to data.preference; kept as an always-null key so that existing recipes keep their hash.
+    "reviser.preference": {"source": "prefs.jsonl"},
 }  # fmt: skip
 
 # One run per method, with the variants that reach mode-dependent settings, at
 # the smallest sizes that still reach every stage. Each run has its own recipe
 # name and MLflow experiment (see _run).
 SMALL_SUITE = ["suite.n_train=8", "suite.n_eval=4"]
+HH_RLHF = str(REPO.parent / "shared" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz")
+# The user's data, every role read by a method that reads it, with every prepare-data setting set.
+DATA_SETTINGS = ["data.dedupe=false", "data.decontaminate.ngram=8", "data.heldout=0.25", "train.max_length=512"]
 TINY_REVISER = [*SMALL_SUITE, "reviser.n_prompts=4", "seft.pool_prompts=4",
                 "reviser.warmup.epochs=1", "reviser.train.epochs=1"]  # fmt: skip
 RUNS: list[tuple[str, str, str, list[str]]] = [
@@ -91,20 +99,24 @@ RUNS: list[tuple[str, str, str, list[str]]] = [
     # One round: the reviser (both phases, the preference set) and every round stage. The reviser's
     # phases train as the policy runs below do: LoRA, OnDARE, IFT with its linear schedule.
     ("seft", "seft", "seft-tiny.yaml",
-     [*TINY_REVISER, "seft.rounds=1", "reviser.model=tiny-llama", "reviser.temperature=0.5",
+     [*TINY_REVISER, *DATA_SETTINGS, f"data.prompts={{source: {HH_RLHF}, limit: 8}}",
+      "seft.rounds=1", "reviser.model=tiny-llama", "reviser.temperature=0.5",
       "reviser.warmup.mode=lora", "reviser.warmup.objective=ift", "reviser.warmup.ift.lambda_schedule=linear",
       "reviser.train.objective=ift", "reviser.train.ift.lambda_schedule=linear", "reviser.train.optimizer=ondare",
       "reviser.train.merging.sft_model=tiny-llama", "reviser.train.merging.base_model=tiny-llama"]),
     # OnDARE reads train.merging.*; τ between the tiny model and itself is zero, which is fine here.
     ("sft-ondare", "sft", "sft-tiny.yaml",
-     [*SMALL_SUITE, "train.optimizer=ondare", "train.merging.sft_model=tiny-llama",
-      "train.merging.base_model=tiny-llama"]),
+     [*SMALL_SUITE, *DATA_SETTINGS, f"data.sft={{source: {HH_RLHF}, format: hh-rlhf, split: train, limit: 8}}",
+      "train.optimizer=ondare", "train.merging.sft_model=tiny-llama", "train.merging.base_model=tiny-llama"]),
     # The linear schedule is what reads lambda_min and lambda_warmup_steps.
     ("ift-linear", "ift", "ift-tiny.yaml", [*SMALL_SUITE, "train.ift.lambda_schedule=linear"]),
-    ("dpo-lora", "dpo", "dpo-tiny.yaml", [*SMALL_SUITE, "train.mode=lora"]),
+    ("dpo-lora", "dpo", "dpo-tiny.yaml",
+     [*SMALL_SUITE, *DATA_SETTINGS, f"data.preference={{source: {HH_RLHF}, limit: 8}}", "train.mode=lora"]),
     # spin.last_beta is read (and applied) in the last iteration.
     ("spin", "spin", "spin-tiny.yaml", [*SMALL_SUITE, "spin.iterations=1", "spin.last_beta=0.2"]),
-    ("figa", "figa", "figa-tiny.yaml", SMALL_SUITE),
+    ("figa", "figa", "figa-tiny.yaml",
+     [*SMALL_SUITE, *DATA_SETTINGS, "figa.revised_from=data",
+      f"data.revisions={{source: {REPO / 'tests' / 'data' / 'revisions-tiny.jsonl'}, columns: {{original: original}}}}"]),
     # Its own suite sizes: on fewer prompts the random tiny model may pass none, which stops the run.
     ("rft", "rft", "rft-tiny.yaml", []),
     # Learning, held-out play and the outcome-filtered SFT round (skipped, and reported, when no episode succeeds).
@@ -141,14 +153,20 @@ def leaves(model: type[Section] = Recipe, prefix: str = "") -> list[str]:
         if nested:
             continue
         found.append(prefix + name)
-        if typing.get_origin(field.annotation) is list:
-            for item in _sections(typing.get_args(field.annotation)[0]):
-                found += leaves(item, f"{prefix}{name}[].")
+        union = isinstance(field.annotation, types.UnionType) or typing.get_origin(field.annotation) is typing.Union
+        for candidate in typing.get_args(field.annotation) if union else (field.annotation,):
+            if typing.get_origin(candidate) is list:
+                for item in _sections(typing.get_args(candidate)[0]):
+                    found += leaves(item, f"{prefix}{name}[].")
     return found
 
 
 def accepting_methods(path: str) -> set[str]:
     section = path.split(".")[0].removesuffix("[]")
+    if section == "data":
+        # A role is accepted by the methods that read it; how rows are prepared, by any method reading a role.
+        role = path.split(".")[1].removesuffix("[]")
+        return {name for name, method in REGISTRY.items() if (role in method.roles if role in DATA_ROLES else method.roles)}
     if section in OWNED:
         return {name for name, method in REGISTRY.items() if section in method.sections}
     return set(METHODS)
@@ -416,9 +434,11 @@ def test_every_recipe_setting_is_read_by_a_method_that_accepts_it(monkeypatch, o
 
 def test_the_schema_walk_finds_nested_and_listed_settings():
     paths = leaves()
-    assert {"reviser.warmup.lora.r", "reviser.preference.source", "sampler.vllm.port", "cel.knobs"} <= set(paths)
+    assert {"reviser.warmup.lora.r", "data.preference[].source", "sampler.vllm.port", "cel.knobs"} <= set(paths)
     assert {"compare.methods", "compare.methods[].label", "seft.accept"} <= set(paths)
-    assert "train" not in paths and "reviser.preference" not in paths  # sections are walked, not leaves
+    assert "train" not in paths and "data.decontaminate" not in paths  # sections are walked, not leaves
+    assert accepting_methods("data.revisions[].limit") == {"figa", "compare"}
+    assert accepting_methods("data.heldout") == {name for name, method in REGISTRY.items() if method.roles}
     assert set(REFUSED_UNLESS_DEFAULT) <= set(paths)
     assert accepting_methods("reviser.train.lr") == {"seft", "figa", "compare"}
     assert accepting_methods("compare.methods[].label") == {"compare"}
@@ -478,5 +498,6 @@ def test_validation_and_cache_key_reads_are_not_counted(monkeypatch):
 
 @pytest.mark.parametrize("path, value", sorted(REFUSED_UNLESS_DEFAULT.items()))
 def test_settings_no_code_can_read_are_refused(path, value):
-    with pytest.raises(UserError, match=f"{path.split('.')[1]}.{path.split('.')[2]} is not used"):
+    moved = path == "reviser.preference"
+    with pytest.raises(UserError, match="moved to data.preference" if moved else f"{'.'.join(path.split('.')[1:3])} is not used"):
         load_recipe(CONFIGS / "seft-tiny.yaml", [f"{path}={value}"])

@@ -6,7 +6,9 @@ import pytest
 
 from methods.seft.targets import TARGETS_FILE, select_targets
 from pipeline_lib.core.errors import UserError
-from pipeline_lib.data.config import DataConfig
+from pipeline_lib.data.config import DataConfig, DataSource
+from pipeline_lib.data.prepare import ROWS_FILE, Budget, prepare_role
+from pipeline_lib.models import load_tokenizer, resolve_model
 from pipeline_lib.revision import parse_reviser_output
 from pipeline_lib.revision.config import ReviserConfig
 from pipeline_lib.revision.revise import REVISIONS_FILE, decision_report
@@ -17,16 +19,29 @@ from pipeline_lib.suite.scoring import SCORES_FILE
 from pipeline_lib.training.rows import TRAIN_ROWS_FILE
 
 
-def _hh(shared_data, limit=40) -> DataConfig:
-    return DataConfig(source=str(shared_data / "hh-rlhf-harmless-base-test.jsonl.gz"), kind="preference", limit=limit)
+def _prepared(tmp_path, source, limit=None) -> tuple:
+    """``source`` as the prepare-data stage leaves data.preference: (its rows file, its report)."""
+    out = tmp_path / "prepared"
+    out.mkdir()
+    tokenizer = load_tokenizer(resolve_model("tiny-llama"))
+    report = prepare_role("preference", [DataSource(source=str(source), limit=limit)], DataConfig(), tokenizer,
+                          Budget(prompt_tokens=4096, total_tokens=None), [], 0, out)  # fmt: skip
+    return out / ROWS_FILE, report
+
+
+def _hh(tmp_path, shared_data, limit=40):
+    return _prepared(tmp_path, shared_data / "hh-rlhf-harmless-base-test.jsonl.gz", limit)[0]
 
 
 def test_hh_rlhf_through_the_reviser_data_stage(tmp_path, shared_data):
-    reviser = ReviserConfig(n_prompts=0, preference=_hh(shared_data))
-    report = build_reviser_data(None, reviser, seed=0, folder=tmp_path)
+    reviser = ReviserConfig(n_prompts=0)
+    out = tmp_path / "out"
+    out.mkdir()
+    report = build_reviser_data(None, _hh(tmp_path, shared_data), reviser, seed=0, folder=out)
+    tmp_path = out
 
     source = report["sources"]["hh-rlhf-harmless-base-test"]
-    assert source["rows_read"] == source["rows_kept"] == 40
+    assert source["rows_read"] == 40
     assert sum(source["decisions"].values()) == 80  # a kept and a revised example per pair
     assert all(report["decisions"][d] > 0 for d in ("none", "minor", "major"))
     assert len(set(report["decisions"].values())) == 1  # balanced
@@ -48,18 +63,12 @@ def test_suite_scores_and_preference_pairs_are_combined(tmp_path, shared_data):
         {"prompt_id": "p2", "sample_index": 0, "prompt": "Sort 2, 1.", "response": "1, 2, 3", "reference": "1, 2", "score": 0.7},
     ]  # fmt: skip
     pq.write_table(pa.Table.from_pylist(rows), scores)
-    reviser = ReviserConfig(preference=_hh(shared_data, 10), tau_none=0.1, tau_major=0.5, balance_ratio=0)
+    reviser = ReviserConfig(tau_none=0.1, tau_major=0.5, balance_ratio=0)
     out = tmp_path / "out"
     out.mkdir()
-    report = build_reviser_data(scores, reviser, seed=0, folder=out)
+    report = build_reviser_data(scores, _hh(tmp_path, shared_data, 10), reviser, seed=0, folder=out)
     assert report["sources"]["suite"]["decisions"] == {"none": 1, "minor": 1, "major": 1}
     assert report["adaptive_rows"] == 3 + 20  # balancing is off
-
-
-def test_a_preference_source_of_the_wrong_kind_is_a_user_error(tmp_path, shared_data):
-    reviser = ReviserConfig(n_prompts=0, preference=_hh(shared_data).model_copy(update={"kind": "prompt"}))
-    with pytest.raises(UserError, match="reviser.preference.kind"):
-        build_reviser_data(None, reviser, seed=0, folder=tmp_path)
 
 
 def _revisions(tmp_path, items):
@@ -114,16 +123,17 @@ def test_targets_follow_the_rounds_accepted_decisions(tmp_path, accepted, expect
     }
 
 
-def test_reviser_data_counts_every_skipped_row_by_reason(tmp_path):
+def test_the_reviser_learns_from_the_pairs_preparation_kept_which_counted_the_rest(tmp_path):
     import json
 
     source = tmp_path / "pairs.jsonl"
     rows = [{"chosen": "Human: hi\n\nAssistant: hello", "rejected": "Human: hi\n\nAssistant: go away"}] * 3
     rows += [{"chosen": "Human: hi\n\nAssistant: same", "rejected": "Human: hi\n\nAssistant: same"}, {"chosen": 5}]
     source.write_text("\n".join(json.dumps(r) for r in rows))
-    reviser = ReviserConfig(n_prompts=0, preference=DataConfig(source=str(source), kind="preference"))
-    report = build_reviser_data(None, reviser, seed=0, folder=tmp_path)
-    loaded = report["sources"]["pairs"]
-    expected = {**loaded["rows_skipped"], **loaded["pairs_unusable"]}
-    assert sum(report["skipped_rows"].values()) == sum(expected.values()) >= 2
-    assert report["skipped_rows"] == expected
+    rows_file, prepared = _prepared(tmp_path, source)
+    skipped = {reason: entry["count"] for reason, entry in prepared["skipped"].items()}
+    assert prepared["kept"] == 1 and sum(skipped.values()) == 4 and skipped["duplicate id"] == 2  # ids hash the content
+    out = tmp_path / "out"
+    out.mkdir()
+    report = build_reviser_data(None, rows_file, ReviserConfig(n_prompts=0), seed=0, folder=out)
+    assert report["sources"]["pairs"]["rows_read"] == 1 and report["skipped_rows"] == {}

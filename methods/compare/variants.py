@@ -18,6 +18,8 @@ from methods import METHODS, SECTIONS
 from methods.compare.config import MethodVariant
 from methods.recipe import Recipe, validate_recipe
 from pipeline_lib.config import apply_override
+from methods.data import replaces_suite_prompts
+from pipeline_lib.data.config import DATA_ROLES
 from pipeline_lib.core.errors import UserError
 from pipeline_lib.reporting import metrics as m
 from pipeline_lib.reporting.tables import render_markdown
@@ -40,12 +42,16 @@ def variant_recipe(compare: Recipe, variant: MethodVariant, results: dict[str, s
     if variant.method == "figa" and (raw.get("figa") or {}).get("revised_from") == "reference":
         raw.pop("reviser", None)
     raw["train"].pop("objective", None)
-    if compare.seft is not None and compare.reviser is not None:
+    if raw.get("data"):
+        # The comparison's datasets, each to the contestants whose method reads it (the others use the suite).
+        raw["data"] = {k: v for k, v in raw["data"].items() if k not in DATA_ROLES or k in METHODS[variant.method].roles}
+    for item in variant.overrides:
+        apply_override(raw, _substitute(item, results, variant.label))
+    own_prompts = any(item.startswith("prompts.") for item in variant.overrides)
+    if compare.seft is not None and compare.reviser is not None and not own_prompts and not _trains_on_user_data(raw):
         raw["prompts"] = {"start": compare.reviser.n_prompts, "count": compare.seft.pool_prompts}
         if "seft" in raw:
             raw["seft"]["fresh_prompts"] = False
-    for item in variant.overrides:
-        apply_override(raw, _substitute(item, results, variant.label))
     origin = f"compare.methods[{variant.label}]"
     recipe = validate_recipe(raw, origin=origin)
     if compare.compare.token_budget is not None:
@@ -53,6 +59,15 @@ def variant_recipe(compare: Recipe, variant: MethodVariant, results: dict[str, s
         raw["train"]["max_tokens"] = max(1, compare.compare.token_budget // rounds)
         recipe = validate_recipe(raw, origin=origin)
     return recipe
+
+
+def _trains_on_user_data(raw: dict[str, Any]) -> bool:
+    """Whether the contestant's training rows come from the user's data instead of the shared suite prompts."""
+    return any(
+        value not in (None, "suite", [{"source": "suite"}]) and replaces_suite_prompts(raw["method"], role)
+        for role, value in (raw.get("data") or {}).items()
+        if role in DATA_ROLES
+    )
 
 
 def _substitute(item: str, results: dict[str, str], label: str) -> str:

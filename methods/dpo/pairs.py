@@ -1,4 +1,5 @@
-"""DPO's pairs: the reference answer (chosen) against the policy's lowest-scoring sample (rejected).
+"""DPO's pairs: the reference answer (chosen) against the policy's lowest-scoring sample (rejected), or the
+user's preference pairs as given.
 
 Only for prompts where a sample fails its verifier: pairs exist only where
 the policy was wrong.
@@ -11,6 +12,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from pipeline_lib.data.prepare import read_rows
 from pipeline_lib.suite.files import read_items
 from pipeline_lib.training.rows import TRAIN_ROWS_FILE, chat, write_rows
 
@@ -27,3 +29,10 @@ def dpo_pairs(items_dir: Path, scores_file: Path, folder: Path) -> dict[str, Any
             pairs.append({"prompt": chat(item.prompt), "chosen": item.reference, "rejected": sample["response"]})
     write_rows(pairs, folder / TRAIN_ROWS_FILE)
     return {"prompts": len(worst), "rows": len(pairs), "skipped_all_samples_passed": len(worst) - len(pairs)}
+
+
+def preference_pairs(rows_file: Path, folder: Path) -> dict[str, Any]:
+    """The user's ``data.preference`` pairs as they are: offline DPO."""
+    rows = [{"prompt": r["messages"], "chosen": r["chosen"], "rejected": r["rejected"]} for r in read_rows(rows_file)]
+    write_rows(rows, folder / TRAIN_ROWS_FILE)
+    return {"rows": len(rows)}

@@ -9,6 +9,8 @@ from pydantic import Field
 from pipeline_lib.core.section import Section
 
 class FigaSourceConfig(Section):
-    revised_from: Literal["reviser", "reference"] = Field(
-        "reviser", description="reviser: SEFT's reviser revises the policy's samples; reference: the suite's answers"
+    revised_from: Literal["reviser", "reference", "data"] = Field(
+        "reviser",
+        description="reviser: SEFT's reviser revises the policy's samples; reference: the suite's answers; "
+        "data: the user's data.revisions pairs (the default when they are given)",
     )

@@ -12,13 +12,14 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from pipeline_lib.suite.files import read_items
-from pipeline_lib.training.rows import TRAIN_ROWS_FILE, chat, first_samples, write_rows
+from pipeline_lib.data.items import read_prompt_items
+from pipeline_lib.data.prepare import read_rows
+from pipeline_lib.training.rows import TRAIN_ROWS_FILE, first_samples, write_rows
 
 
 def figa_rows(items_dir: Path, samples_file: Path, revisions_file: Path | None, folder: Path) -> dict[str, Any]:
     """Original = the policy's first sample; revised = its revision (minor/major) or else the reference."""
-    items = {item.id: item for item in read_items(items_dir)}
+    items = {item.id: item for item in read_prompt_items(items_dir)}
     if revisions_file is None:
         candidates: Iterable[tuple[str, str, str]] = (
             (pid, text, items[pid].reference) for pid, text in first_samples(samples_file).items()
@@ -34,7 +35,14 @@ def figa_rows(items_dir: Path, samples_file: Path, revisions_file: Path | None, 
         if revised == original:
             unchanged += 1  # no edit: nothing to learn from the pair
             continue
-        rows.append({"prompt": chat(items[prompt_id].prompt), "original": original, "revised": revised})
+        rows.append({"prompt": items[prompt_id].messages, "original": original, "revised": revised})
     write_rows(rows, folder / TRAIN_ROWS_FILE)
     source = "reference" if revisions_file is None else "reviser"
     return {"rows": len(rows), "skipped_unchanged": unchanged, "revised_from": source}
+
+
+def revision_rows(rows_file: Path, folder: Path) -> dict[str, Any]:
+    """The user's ``data.revisions`` pairs as they are."""
+    rows = [{"prompt": r["messages"], "original": r["original"], "revised": r["revised"]} for r in read_rows(rows_file)]
+    write_rows(rows, folder / TRAIN_ROWS_FILE)
+    return {"rows": len(rows), "revised_from": "data"}

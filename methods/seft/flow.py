@@ -20,10 +20,12 @@ from methods.shared import (
     build_reviser,
     evaluate_round,
     policy_samples,
+    prompt_slice,
     revise_policy_samples,
     starting_model,
     suite_items,
     train_round,
+    user_data,
 )
 from pipeline_lib import suite as suite_package
 from pipeline_lib.core.errors import UserError
@@ -41,16 +43,30 @@ def select_targets_stage(tmp: Path, revisions: Input, items: Input, accepted: li
     return targets.select_targets(Path(items), Path(revisions) / REVISIONS_FILE, accepted, tmp)
 
 
-def pool_prompts(ctx: RunContext, k: int) -> str:
-    """Round k's unannotated prompts: the suite train items after the reviser's, new ones each round by default."""
+def pool_prompts(ctx: RunContext, k: int, prompts: str | None) -> str:
+    """Round k's unannotated prompts, new ones each round by default: from the prepared ``data.prompts``, or
+    the suite train items after the reviser's."""
     first, seft = ctx.recipe.reviser.n_prompts, ctx.recipe.seft
+    if prompts:
+        return prompt_slice(ctx, prompts, k, "pool", seft.pool_start(k), seft.pool_end(k))
     return suite_items(ctx, "train", "pool", k, first + seft.pool_start(k), first + seft.pool_end(k))
 
 
+def _check_pool_size(ctx: RunContext, prompts: str) -> None:
+    have, seft = (read_manifest(Path(prompts)) or {}).get("rows", 0), ctx.recipe.seft
+    needed = seft.pool_end(seft.rounds)
+    if have < needed:
+        what = "seft.pool_prompts × seft.rounds" if seft.fresh_prompts else "seft.pool_prompts"
+        raise UserError(
+            f"data.prompts has {have} prompts once prepared, fewer than {what} ({needed}); "
+            "give more prompts, or lower seft.pool_prompts or seft.rounds"
+        )
+
+
 @round_flow("seft-round")
-def seft_round(ctx: RunContext, k: int, policy: str, reviser: str) -> tuple[str, dict[str, float]]:
+def seft_round(ctx: RunContext, k: int, policy: str, reviser: str, prompts: str | None) -> tuple[str, dict[str, float]]:
     """Round k: sample the current policy, revise, keep the accepted targets, fine-tune, evaluate."""
-    pool = pool_prompts(ctx, k)
+    pool = pool_prompts(ctx, k, prompts)
     samples = policy_samples(ctx, k, policy, pool, seed=ctx.seed("round", k))
     revisions = revise_policy_samples(ctx, k, reviser, samples, pool)
     selected = ctx.run(select_targets_stage, k, revisions=revisions, items=pool, accepted=ctx.recipe.seft.accepted(k))
@@ -83,10 +99,13 @@ def _check_some_accepted(k: int, revisions_dir: str, selected_dir: str) -> None:
 def run(ctx: RunContext) -> tuple[str, Rounds]:
     """Round 0, the reviser, then the rounds; returns (final policy, metrics per round)."""
     policy = starting_model(ctx)
+    prompts = user_data(ctx, "prompts")
+    if prompts:
+        _check_pool_size(ctx, prompts)
     rounds = {0: evaluate_round(ctx, policy, 0)}
     reviser = build_reviser(ctx, policy)
     for k in range(1, ctx.recipe.seft.rounds + 1):
-        policy, rounds[k] = seft_round(ctx, k, policy, reviser)
+        policy, rounds[k] = seft_round(ctx, k, policy, reviser, prompts)
     log_score_by_round(ctx.parent, rounds)
     return policy, rounds
 

@@ -1,4 +1,5 @@
-"""``method: spin``: K iterations of self-play against the reference answers (METHODS.md §7).
+"""``method: spin``: K iterations of self-play against the real answers (METHODS.md §7): the user's ``data.sft``
+replies, or the suite's reference answers.
 
 Iteration k samples θ_{k-1} once per prompt, pairs its samples with the real
 answers (and iteration k-1's pairs), and trains θ_k against θ_{k-1}; each
@@ -10,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from methods.run import Rounds, method_flow, round_flow
-from methods.shared import evaluate_round, policy_samples, starting_model, train_round, training_prompts
+from methods.shared import data_inputs, evaluate_round, policy_samples, starting_model, train_round, training_prompts, user_data
 from methods.spin import pairs
 from pipeline_lib.training import rows as training_rows
 from pipeline_lib.training.rows import TRAIN_ROWS_FILE
@@ -38,11 +39,12 @@ def _train_config(ctx: RunContext, k: int):
 @round_flow("method-round")
 def iteration(ctx: RunContext, k: int, model: str, previous: str | None) -> tuple[str, dict[str, float], str]:
     """Iteration k from θ_{k-1} = ``model``; returns (θ_k, its metrics, its training rows)."""
-    items = training_prompts(ctx)
+    prepared = user_data(ctx, "sft")
+    items = prepared or training_prompts(ctx)
     samples = policy_samples(ctx, k, model, items, n=1, seed=ctx.seed("round", k))
     data = ctx.run(spin_training_rows, k, items=items, samples=samples, previous=previous, seed=ctx.recipe.seed)
     policy = train_round(ctx, k, model, str(Path(data) / TRAIN_ROWS_FILE), _train_config(ctx, k))
-    return policy, evaluate_round(ctx, policy, k, trained=True), data
+    return policy, evaluate_round(ctx, policy, k, trained=True, datasets=data_inputs("sft", prepared)), data
 
 
 def run(ctx: RunContext) -> tuple[str, Rounds]:

@@ -12,8 +12,8 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from pipeline_lib.suite.files import read_items
-from pipeline_lib.training.rows import TRAIN_ROWS_FILE, chat, first_samples, write_rows
+from pipeline_lib.data.items import read_prompt_items
+from pipeline_lib.training.rows import TRAIN_ROWS_FILE, first_samples, write_rows
 
 PAIRS_FILE = "pairs.parquet"  # this iteration's new pairs, which the next iteration trains on again
 
@@ -21,8 +21,8 @@ PAIRS_FILE = "pairs.parquet"  # this iteration's new pairs, which the next itera
 def spin_pairs(items_dir: Path, samples_file: Path, previous_pairs: Path | None, seed: int, folder: Path) -> dict[str, Any]:
     samples = first_samples(samples_file)
     pairs = [
-        {"prompt": chat(item.prompt), "chosen": item.reference, "rejected": samples[item.id], "prompt_id": item.id}
-        for item in read_items(items_dir)
+        {"prompt": item.messages, "chosen": item.reference, "rejected": samples[item.id], "prompt_id": item.id}
+        for item in read_prompt_items(items_dir)
         if item.id in samples
     ]
     identical = sum(pair["chosen"] == pair["rejected"] for pair in pairs)

@@ -4,8 +4,9 @@
     Anthropic HH-RLHF: ``chosen`` and ``rejected`` each hold a whole dialogue as
     a transcript ("\\n\\nHuman: ...\\n\\nAssistant: ..."). Gives ``preference``
     rows (the shared dialogue before the final reply as ``messages``, the two
-    final replies as ``chosen`` / ``rejected``) or ``messages`` rows (the
-    chosen dialogue).
+    final replies as ``chosen`` / ``rejected``), ``messages`` rows (the
+    chosen dialogue) or ``prompt`` rows (the chosen dialogue before its final
+    reply: the user turn to answer, in context).
 ``mt-bench``
     FastChat's MT-Bench files. Questions (``question_id``, ``category``,
     ``turns``, optional ``reference``) give ``prompt`` rows; answer files such as
@@ -66,16 +67,21 @@ def parse_hh_transcript(transcript: Any, field_name: str) -> list[Message]:
 
 
 def _parse_hh_fields(fields: Fields) -> Fields:
-    return {
-        name: parse_hh_transcript(value, name) if name in ("chosen", "rejected", "messages") else value
+    parsed = {
+        name: parse_hh_transcript(value, name) if name in ("chosen", "rejected", "messages", "prompt") else value
         for name, value in fields.items()
     }
+    if isinstance(parsed.get("prompt"), list) and "chosen" not in parsed:
+        # As a prompt, a dialogue is asked up to its final reply.
+        parsed["prompt"] = parsed["prompt"][:-1] if parsed["prompt"][-1]["role"] == "assistant" else parsed["prompt"]
+    return parsed
 
 
 def _looks_like_hh(mapping: Mapping[str, str], columns: Sequence[str], first_row: Mapping[str, Any]) -> bool:
-    if "prompt" in mapping or "prompt" in columns or not _all_present(mapping, columns, first_row):
+    # A prompt column (or a user's mapping of the prompt elsewhere) means the rows are not transcripts.
+    if "prompt" in columns or mapping.get("prompt", "chosen") != "chosen" or not _all_present(mapping, columns, first_row):
         return False
-    transcript = lookup(first_row, mapping.get("chosen") or mapping["messages"])
+    transcript = lookup(first_row, mapping.get("chosen") or mapping.get("messages") or mapping["prompt"])
     return isinstance(transcript, str) and _HH_TURN.match(transcript) is not None
 
 
@@ -86,7 +92,11 @@ def _all_present(mapping: Mapping[str, str], columns: Sequence[str], first_row: 
 PLAIN = Format("plain", {name: {} for name in SCHEMAS}, sniff=_all_present)
 HH_RLHF = Format(
     "hh-rlhf",
-    {"preference": {"chosen": "chosen", "rejected": "rejected"}, "messages": {"messages": "chosen"}},
+    {
+        "preference": {"chosen": "chosen", "rejected": "rejected"},
+        "messages": {"messages": "chosen"},
+        "prompt": {"prompt": "chosen"},
+    },
     sniff=_looks_like_hh,
     prepare=_parse_hh_fields,
 )

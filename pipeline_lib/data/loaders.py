@@ -26,7 +26,7 @@ from pipeline_lib.data.normalise import ROW_BUILDERS
 from pipeline_lib.data.schemas import Schema, get_schema
 from pipeline_lib.data.sources import SourcePart, open_source
 
-MAX_EXAMPLES = 5
+MAX_EXAMPLES = 5  # skipped rows kept as examples, and first row numbers kept per reason
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,7 @@ class LoadResult:
     n_read: int
     skipped: dict[str, int]
     examples: list[SkippedRow]
+    first_rows: dict[str, list[str]] = field(default_factory=dict)  # per reason, where its first rows were
 
     @property
     def n_kept(self) -> int:
@@ -69,11 +70,15 @@ class _Tally:
     n_read: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
     examples: list[SkippedRow] = field(default_factory=list)
+    first_rows: dict[str, list[str]] = field(default_factory=dict)
 
     def skip(self, source: str, row: int, reason: str) -> None:
         self.skipped[reason] += 1
         if len(self.examples) < MAX_EXAMPLES:
             self.examples.append(SkippedRow(source, row, reason))
+        where = self.first_rows.setdefault(reason, [])
+        if len(where) < MAX_EXAMPLES:
+            where.append(f"{source}:{row}")
 
 
 def load_rows(
@@ -83,15 +88,18 @@ def load_rows(
     split: str = "train",
     limit: int | None = None,
     format: str | None = None,
+    name: str | None = None,
+    revision: str | None = None,
 ) -> LoadResult:
     """Load ``source`` as validated ``schema`` rows.
 
     source: a hub id (``org/name``), a JSONL/JSON/CSV/Parquet file (optionally
         ``.gz``), or a folder of such files (all loaded, in sorted order).
-    schema: ``prompt``, ``answer``, ``sft``, ``preference`` or ``messages``.
+    schema: ``prompt``, ``answer``, ``sft``, ``preference``, ``revision`` or ``messages``.
     columns: schema field -> source column (dotted paths reach nested values,
         e.g. ``choices.0.turns``); unmapped fields read their default columns.
-    split: the hub split; ignored for local files.
+    split, name, revision: the hub dataset's split, configuration and git
+        revision; ignored for local files.
     limit: stop once this many rows are kept.
     format: ``hh-rlhf``, ``mt-bench``, ``plain``, or None / ``auto`` to detect.
     """
@@ -103,7 +111,7 @@ def load_rows(
     rows: list[dict[str, Any]] = []
     seen_ids: set[str] = set()
     fmt: Format | None = None
-    for part in open_source(str(source), split):
+    for part in open_source(str(source), split, name, revision):
         names = part.table.column_names
         if fmt is None:
             # A folder is one dataset cut into files: its first file decides the format.
@@ -138,6 +146,7 @@ def load_rows(
         n_read=tally.n_read,
         skipped=dict(tally.skipped.most_common()),
         examples=tally.examples,
+        first_rows=tally.first_rows,
     )
 
 

@@ -16,9 +16,15 @@ Fields = Mapping[str, Any]
 
 
 def _prompt(fields: Fields) -> dict[str, Any]:
-    turns = checks.turns(fields.get("prompt"), "prompt")
+    value = fields.get("prompt")
     reference = checks.references(fields.get("reference"))
-    return {"prompt": turns[0], "turns": turns, "reference": reference}
+    if isinstance(value, list) and value and all(isinstance(item, dict) for item in value):
+        # A dialogue to continue: its last user turn is the prompt, the earlier turns its context.
+        context = checks.messages(value, "prompt", last_role="user")
+        last = context[-1]["content"]
+        return {"prompt": last, "turns": [last], "reference": reference, "messages": context}
+    turns = checks.turns(value, "prompt")
+    return {"prompt": turns[0], "turns": turns, "reference": reference, "messages": [{"role": "user", "content": turns[0]}]}
 
 
 def _answer(fields: Fields) -> dict[str, Any]:
@@ -60,6 +66,14 @@ def _prompt_messages(value: Any) -> list[Message]:
     return [{"role": "user", "content": checks.text(value, "prompt")}]
 
 
+def _revision(fields: Fields) -> dict[str, Any]:
+    context = _prompt_messages(fields.get("prompt"))
+    original, revised = checks.text(fields.get("original"), "original"), checks.text(fields.get("revised"), "revised")
+    if original.strip() == revised.strip():
+        raise InvalidRow("original == revised")
+    return {"prompt": context[-1]["content"], "messages": context, "original": original, "revised": revised}
+
+
 def _messages(fields: Fields) -> dict[str, Any]:
     return {"messages": checks.messages(fields.get("messages"), "messages", last_role="assistant")}
 
@@ -69,5 +83,6 @@ ROW_BUILDERS: dict[str, Callable[[Fields], dict[str, Any]]] = {
     "answer": _answer,
     "sft": _sft,
     "preference": _preference,
+    "revision": _revision,
     "messages": _messages,
 }

@@ -16,7 +16,10 @@ On top of those:
     two for MT-Bench; later turns are asked after the model's earlier answers);
     ``prompt``: always ``turns[0]``, for the many single-turn consumers;
     ``reference``: reference answers, one per turn (``""`` where a turn has
-    none), or an empty list.
+    none), or an empty list; ``messages``: the conversation the model answers,
+    ending with a user turn: ``[turns[0]]`` as a user message, or the earlier
+    turns of a dialogue (an HH-RLHF transcript before its final reply), in
+    which case ``prompt`` and ``turns`` hold its last user turn.
 ``answer``
     ``turns``: answers to a prompt set, one per turn, joined to the prompts by
     ``id`` (MT-Bench reference answers); ``response``: always ``turns[0]``.
@@ -28,6 +31,9 @@ On top of those:
     ``prompt``: that last user turn; ``chosen`` and ``rejected``: the two
     candidate final assistant replies. The full dialogues are
     ``messages + [{"role": "assistant", "content": chosen}]`` (or ``rejected``).
+``revision``
+    ``messages`` and ``prompt`` as for ``preference``; ``original``: a reply
+    to it, and ``revised``: that reply improved (FIGA's pairs).
 ``messages``
     ``messages``: one whole conversation to train on: an optional leading
     system turn, then user and assistant turns alternating, starting with user
@@ -89,8 +95,12 @@ _ID = InputField("id", ("id",), required=False)
 SCHEMAS: dict[str, Schema] = {
     "prompt": Schema(
         "prompt",
-        (_ID, InputField("prompt", ("turns", "prompt")), InputField("reference", ("reference",), required=False)),
-        _features(prompt=Value("string"), turns=_TEXTS, reference=_TEXTS),
+        (
+            _ID,
+            InputField("prompt", ("turns", "prompt", "messages")),
+            InputField("reference", ("reference",), required=False),
+        ),
+        _features(prompt=Value("string"), turns=_TEXTS, reference=_TEXTS, messages=_MESSAGES),
     ),
     "answer": Schema(
         "answer",
@@ -112,6 +122,16 @@ SCHEMAS: dict[str, Schema] = {
             InputField("rejected", ("rejected",)),
         ),
         _features(prompt=Value("string"), messages=_MESSAGES, chosen=Value("string"), rejected=Value("string")),
+    ),
+    "revision": Schema(
+        "revision",
+        (
+            _ID,
+            InputField("prompt", ("messages", "prompt")),
+            InputField("original", ("original",)),
+            InputField("revised", ("revised",)),
+        ),
+        _features(prompt=Value("string"), messages=_MESSAGES, original=Value("string"), revised=Value("string")),
     ),
     "messages": Schema(
         "messages",

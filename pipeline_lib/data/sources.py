@@ -56,11 +56,12 @@ class SourcePart:
             yield number, None if number in self.unreadable else next(table_rows)
 
 
-def open_source(source: str, split: str) -> Iterator[SourcePart]:
+def open_source(source: str, split: str, name: str | None = None, revision: str | None = None) -> Iterator[SourcePart]:
     """The source's tables, one per file (sorted) for a folder; loaded lazily.
 
-    ``split`` picks the split of a hub dataset; a local file or folder is a
-    single split, so it is ignored there.
+    ``split``, ``name`` and ``revision`` pick the split, configuration and git
+    revision of a hub dataset; a local file or folder is a single split, so
+    they are ignored there.
     """
     path = Path(source).expanduser()
     if path.is_dir():
@@ -72,7 +73,7 @@ def open_source(source: str, split: str) -> Iterator[SourcePart]:
     elif path.is_file():
         yield _load_file(path)
     elif _names_hub_dataset(source, path):
-        yield SourcePart(f"{source}:{split}", _load_hub(source, split))
+        yield SourcePart(f"{source}:{split}", load_hub(source, split, name, revision))
     else:
         raise UserError(f"data source '{source}' is neither an existing file or folder nor a hub id (org/name)")
 
@@ -178,14 +179,34 @@ def _cause(error: BaseException) -> BaseException:
     return error.__cause__ or error
 
 
-def _load_hub(hub_id: str, split: str) -> datasets.Dataset:
+def load_hub(hub_id: str, split: str, name: str | None = None, revision: str | None = None) -> datasets.Dataset:
+    """A hub dataset's split; ``_fingerprint`` of the result names its content (what a stage key reads)."""
     try:
         with quiet_datasets():
-            return datasets.load_dataset(hub_id, split=split, cache_dir=_cache_dir())
+            return datasets.load_dataset(hub_id, name, split=split, revision=revision, cache_dir=_cache_dir())
     except (OSError, DatasetsError, ValueError) as error:
         # OSError covers no network, offline mode and unknown ids; ValueError an unknown split.
-        raise UserError(f"cannot load hub dataset '{hub_id}' (split '{split}'): {error}") from error
+        raise UserError(
+            f"cannot load hub dataset '{hub_id}' (split '{split}'): {' '.join(str(error).split())[:300]}; "
+            "a local file or folder works offline"
+        ) from error
 
 
 def _cache_dir() -> str:
     return str(alignflow_home() / "datasets-cache")
+
+
+def source_identities(sources: list) -> tuple[dict[str, str], dict[str, str]]:
+    """What names each source's content, for a stage key: (local files or folders by position, hub
+    fingerprints by position). A hub dataset is loaded (from its cache when it has been) to get its
+    fingerprint, which changes with its revision and files."""
+    files, hub = {}, {}
+    for index, source in enumerate(sources):
+        path = Path(source.source).expanduser()
+        if path.exists():
+            files[str(index)] = str(path.resolve())
+        elif _names_hub_dataset(source.source, path):
+            hub[str(index)] = load_hub(source.source, source.split, source.name, source.revision)._fingerprint
+        else:
+            raise UserError(f"data source '{source.source}' is neither an existing file or folder nor a hub id (org/name)")
+    return files, hub

@@ -8,6 +8,7 @@ already has, so nothing needs resizing.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -87,3 +88,9 @@ def _naming_damaged_files(folder: str | Path) -> Iterator[None]:
 def count_parameters(model: torch.nn.Module) -> int:
     """Parameters counted once even when tied (embeddings shared with the head)."""
     return sum(p.numel() for p in model.parameters())
+
+
+def context_length(path: str | Path) -> int | None:
+    """The longest sequence the model's config says it takes, if it says."""
+    config = json.loads((Path(path) / "config.json").read_text())
+    return config.get("max_position_embeddings") or config.get("n_positions")

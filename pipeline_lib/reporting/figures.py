@@ -55,3 +55,13 @@ def rounds_figure(rounds: dict[int, dict[str, float]], title: str):
     plot_by_round(axes, lines, title)
     axes.legend()
     return figure
+
+
+def histogram(values: list[int], title: str, unit: str):
+    """How many rows have each length, in 30 bins."""
+    figure, (axes,) = new_figure(5, 3.5)
+    axes.hist(values, bins=30)
+    axes.set_title(title)
+    axes.set_xlabel(unit)
+    axes.set_ylabel("rows")
+    return figure

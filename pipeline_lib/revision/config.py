@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from pipeline_lib.core.section import Section
-from pipeline_lib.data.config import DataConfig
 from pipeline_lib.training.config import FigaConfig, PreferenceConfig, TrainConfig
 
 RevisionDecision = Literal["none", "minor", "major"]
@@ -17,8 +16,8 @@ class ReviserConfig(Section):
     """SEFT's adaptive reviser: where its graded training data come from and how it is trained.
 
     Source (a) is the base policy's samples on ``n_prompts`` suite train
-    prompts, scored by the verifiers; source (b), ``preference``, is any
-    preference dataset (chosen/rejected pairs).
+    prompts, scored by the verifiers; source (b) is the recipe's
+    ``data.preference`` (chosen/rejected pairs).
     """
 
     model: str | None = Field(None, description="model to train as the reviser; default: the policy's base model")
@@ -28,7 +27,8 @@ class ReviserConfig(Section):
         None, ge=0.0, description="sampling temperature for source (a); null: sampler.temperature"
     )
     target: Literal["reference", "best"] = Field("reference", description="revision target for source (a)")
-    preference: DataConfig | None = None
+    # Moved to data.preference; kept as an always-null key so existing recipes keep their config hash.
+    preference: None = Field(None, description="moved: set data.preference")
     tau_none: float = Field(0.0, ge=0.0, description="score gap up to which a response needs no change")
     tau_major: float = Field(0.5, ge=0.0, description="score gap above which a response needs a major revision")
     similar_ratio: float = Field(
@@ -40,6 +40,13 @@ class ReviserConfig(Section):
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(lr=5e-5, epochs=1.0))
     max_new_tokens: int = Field(128, ge=1, description="revision length limit; a longer revision counts as malformed")
     batch_size: int = Field(16, ge=1)
+
+    @field_validator("preference", mode="before")
+    @classmethod
+    def _moved(cls, value: object) -> None:
+        if value is not None:
+            raise ValueError("the reviser's preference set moved to data.preference (same keys: source, columns, split, limit)")
+        return None
 
     @model_validator(mode="after")
     def _trains_on_revisions(self) -> ReviserConfig:
@@ -58,6 +65,4 @@ class ReviserConfig(Section):
     def _ordered_thresholds(self) -> ReviserConfig:
         if self.tau_none > self.tau_major:
             raise ValueError(f"tau_none ({self.tau_none}) must not exceed tau_major ({self.tau_major})")
-        if self.n_prompts == 0 and self.preference is None:
-            raise ValueError("the reviser needs data: set n_prompts > 0 or a preference dataset")
         return self

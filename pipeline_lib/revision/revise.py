@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline_lib.sampling.config import SamplerConfig
-from pipeline_lib.suite.files import read_items
+from pipeline_lib.data.items import read_prompt_items
 from pipeline_lib.revision import DECISIONS, enhanced_target, parse_reviser_output, reviser_messages
 from pipeline_lib.sampling import SamplingParams
 from pipeline_lib.sampling.stage import sample_chat
@@ -36,10 +36,10 @@ def revise_samples(
     A malformed reviser output is kept in the file with its reason, never
     dropped unseen; its sample simply has no enhanced target.
     """
-    prompts = {item.id: item.prompt for item in read_items(items_dir)}
+    items = {item.id: item for item in read_prompt_items(items_dir)}
     samples = pq.read_table(samples_file).to_pylist()
     ids = [f"{s['prompt_id']}#{s['sample_index']}" for s in samples]
-    messages = [reviser_messages(prompts[s["prompt_id"]], s["text"]) for s in samples]
+    messages = [reviser_messages(items[s["prompt_id"]].dialogue, s["text"]) for s in samples]
     params = SamplingParams(temperature=0.0, max_new_tokens=max_new_tokens, seed=seed)
     stats = sample_chat(
         ids, messages, reviser_path, dtype, sampler, params, folder / OUTPUTS_FILE, shard_dir, batch_size=batch_size
@@ -53,7 +53,7 @@ def revise_samples(
             {
                 "prompt_id": sample["prompt_id"],
                 "sample_index": sample["sample_index"],
-                "prompt": prompts[sample["prompt_id"]],
+                "prompt": items[sample["prompt_id"]].prompt,
                 "response": sample["text"],
                 "reviser_output": output["text"],
                 "decision": parsed.decision,

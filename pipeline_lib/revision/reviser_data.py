@@ -1,7 +1,7 @@
 """Build the reviser's two training sets: plain revisions for the warm-up, then balanced decisions.
 
 Source (a): the base policy's samples on suite prompts, graded by the
-verifiers. Source (b): a preference dataset (chosen/rejected pairs).
+verifiers. Source (b): the prepared ``data.preference`` rows (chosen/rejected pairs).
 """
 
 from __future__ import annotations
@@ -14,8 +14,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from pipeline_lib.core.errors import UserError
-from pipeline_lib.data import load_rows
-from pipeline_lib.data.config import DataConfig
+from pipeline_lib.data.prepare import read_rows
 from pipeline_lib.revision import (
     ReviserExample,
     balance_decisions,
@@ -33,7 +32,7 @@ ADAPTIVE_FILE = "adaptive.parquet"
 
 
 def build_reviser_data(
-    scores_file: Path | None, reviser: ReviserConfig, seed: int, folder: Path
+    scores_file: Path | None, preference_file: Path | None, reviser: ReviserConfig, seed: int, folder: Path
 ) -> dict[str, Any]:
     """Write ``warmup.parquet`` and ``adaptive.parquet`` (chat rows) into ``folder``; return the counts."""
     examples: list[ReviserExample] = []
@@ -45,12 +44,18 @@ def build_reviser_data(
         )
         report["sources"]["suite"] = {"decisions": decision_counts(suite_examples), "samples_unusable": dict(no_target)}
         examples += suite_examples
-    if reviser.preference is not None:
-        preference_examples, loaded = _preference_examples(reviser.preference, reviser)
-        report["sources"][_source_name(reviser.preference)] = {"decisions": decision_counts(preference_examples), **loaded}
-        examples += preference_examples
+    if preference_file is not None:
+        for name, rows in _by_source(read_rows(preference_file)).items():
+            unusable: Counter[str] = Counter()
+            preference_examples = examples_from_preference(
+                rows, reviser.tau_none, reviser.tau_major, source=name, similar_ratio=reviser.similar_ratio, skipped=unusable
+            )
+            report["sources"][name] = {
+                "decisions": decision_counts(preference_examples), "rows_read": len(rows), "pairs_unusable": dict(unusable)
+            }
+            examples += preference_examples
     if not examples:
-        raise UserError("the reviser's sources gave no training examples; check reviser.n_prompts and reviser.preference")
+        raise UserError("the reviser's sources gave no training examples; check reviser.n_prompts and data.preference")
     # Every row a source could not use, by reason, for the console's one line per stage.
     report["skipped_rows"] = dict(sum(map(_skips, report["sources"].values()), Counter()).most_common())
     warmup = _draw(warmup_examples(examples), reviser.warmup_rows, seed)
@@ -78,27 +83,12 @@ def _draw(examples: list[ReviserExample], limit: int | None, seed: int) -> list[
     return [example for index, example in enumerate(examples) if index in keep]
 
 
-def _preference_examples(data: DataConfig, reviser: ReviserConfig) -> tuple[list[ReviserExample], dict[str, Any]]:
-    if data.kind != "preference":
-        raise UserError(f"reviser.preference.kind must be 'preference' (chosen/rejected pairs), not {data.kind!r}")
-    loaded = load_rows(data.source, "preference", data.columns, data.split, data.limit, data.format)
-    unusable: Counter[str] = Counter()
-    examples = examples_from_preference(
-        loaded.rows.to_list(),
-        reviser.tau_none,
-        reviser.tau_major,
-        source=_source_name(data),
-        similar_ratio=reviser.similar_ratio,
-        skipped=unusable,
-    )
-    return examples, {
-        "rows_read": loaded.n_read,
-        "rows_kept": loaded.n_kept,
-        "rows_skipped": dict(loaded.skipped),
-        "pairs_unusable": dict(unusable),
-    }
-
-
-def _source_name(data: DataConfig) -> str:
-    return Path(data.source).name.split(".")[0] if Path(data.source).exists() else data.source
-
+def _by_source(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The prepared rows of each source, in order, under the source's short name (a file's stem, or the hub id)."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        # A hub dataset's rows say "org/name:split"; a file's, its path.
+        hub_id, _, split = row["source"].rpartition(":")
+        name = hub_id if hub_id and "/" in hub_id and not Path(row["source"]).exists() else Path(row["source"]).name.split(".")[0]
+        groups.setdefault(name, []).append(row)
+    return groups

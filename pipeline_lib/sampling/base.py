@@ -142,5 +142,8 @@ def render_chat(tokenizer: Any, messages_or_prompt: str | Sequence[Message], add
         if not isinstance(message.get("role"), str) or not isinstance(message.get("content"), str):
             raise UserError(f"chat message {i} needs string 'role' and 'content' fields, got {message!r}")
     if not getattr(tokenizer, "chat_template", None):
-        raise UserError(f"tokenizer of {getattr(tokenizer, 'name_or_path', '?')!r} has no chat template")
+        raise UserError(
+            f"model {getattr(tokenizer, 'name_or_path', '?')!r} has no chat template: "
+            "set model.chat_template in the recipe (a Jinja template, or a file holding one)"
+        )
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)

@@ -28,14 +28,16 @@ def log_dataset(
     data: str | Path | pd.DataFrame,
     name: str,
     context: str,
-    source: str | None = None,
+    source: str | DatasetSource | None = None,
     run_id: str | None = None,
+    digest: str | None = None,
 ) -> str:
     """Record a Parquet file or DataFrame as a run input (``context``: "train", "eval"...).
 
     ``source`` is where the data came from (a path or URL); for a file it
-    defaults to the file. Returns the dataset digest: a hash of every row and
-    column, so the same data gets the same digest wherever it was loaded from.
+    defaults to the file. Returns the dataset digest: ``digest`` if given, else
+    a hash of every row and column, so the same data gets the same digest
+    wherever it was loaded from.
     """
     run_id = resolve_run_id(run_id)
     if isinstance(data, pd.DataFrame):
@@ -45,7 +47,7 @@ def log_dataset(
         source = source or str(Path(data).resolve())
     with _quiet_mlflow():
         dataset = mlflow.data.from_pandas(
-            frame, source=_resolve_source(source, name), name=name, digest=_content_digest(frame)
+            frame, source=_resolve_source(source, name), name=name, digest=digest or _content_digest(frame)
         )
         # The fluent mlflow.log_input only reaches the active run; the client
         # call needs the entity, which Dataset exposes only as this method.
@@ -107,9 +109,9 @@ def _content_digest(frame: pd.DataFrame) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:_DIGEST_CHARS]
 
 
-def _resolve_source(source: str | None, name: str) -> DatasetSource | None:
-    if source is None:
-        return None  # MLflow records the code that logged it instead
+def _resolve_source(source: str | DatasetSource | None, name: str) -> DatasetSource | None:
+    if source is None or isinstance(source, DatasetSource):
+        return source  # None: MLflow records the code that logged it instead
     try:
         return resolve_dataset_source(source)
     except MlflowException as error:

@@ -16,8 +16,10 @@ def log_metrics(
     metrics: Mapping[str, float | None],
     step: int | None = None,
     run_id: str | None = None,
+    model_id: str | None = None,
 ) -> dict[str, str]:
-    """Log ``metrics`` at ``step`` (MLflow's default 0 when None).
+    """Log ``metrics`` at ``step`` (MLflow's default 0 when None); with ``model_id``, as that
+    LoggedModel's metrics too (its page lists them).
 
     Names are sanitised (see :func:`sanitize_metric_name`). None values are
     skipped: a stage that could not compute a metric should not stop the run.
@@ -36,6 +38,6 @@ def log_metrics(
         if key in source_of:
             raise ValueError(f"metric names {source_of[key]!r} and {name!r} both become {key!r}")
         source_of[key] = name
-        entries.append(Metric(key, float(value), timestamp_ms, step or 0))
+        entries.append(Metric(key, float(value), timestamp_ms, step or 0, model_id=model_id))
     log_batches(run_id, metrics=entries)
     return {name: key for key, name in source_of.items()}

@@ -9,6 +9,7 @@ import mlflow
 from mlflow import ActiveRun, MlflowClient
 from mlflow.entities import LifecycleStage, Run
 from mlflow.exceptions import MlflowException
+from mlflow.utils.mlflow_tags import MLFLOW_SOURCE_NAME, MLFLOW_SOURCE_TYPE
 
 from pipeline_lib import __version__
 from pipeline_lib.core.errors import UserError
@@ -71,10 +72,12 @@ def start_child_run(
     Made through the client, not the fluent API, so that it works from any
     thread and under any active run (a comparison's rounds are children of
     its method runs, not of the active parent). The child ends FINISHED, or
-    FAILED if the block raises.
+    FAILED if the block raises. It names the parent's source (the alignflow
+    command): the client sets none, and the UI would show an empty one.
     """
     parent = _get_run(parent_run_id)
-    run_tags = {**(tags or {}), TAG_KIND: kind, "mlflow.parentRunId": parent_run_id}
+    source = {key: parent.data.tags[key] for key in (MLFLOW_SOURCE_NAME, MLFLOW_SOURCE_TYPE) if key in parent.data.tags}
+    run_tags = {**source, **(tags or {}), TAG_KIND: kind, "mlflow.parentRunId": parent_run_id}
     if step is not None:
         run_tags[TAG_ROUND] = str(step)
     client = MlflowClient()
