@@ -49,11 +49,12 @@ $(STAMP): pyproject.toml constraints.txt
 run: setup
 	$(BIN)/alignflow run $(RECIPE)
 
-# Tests run on TEST_WORKERS pytest-xdist workers, each with a home, Prefect API and
+# Tests run on TEST_WORKERS pytest-xdist workers (3 on 2 cores: many end-to-end tests wait on
+# servers and subprocesses, so a third worker keeps both cores busy), each with a home, Prefect API and
 # MLflow store of its own; tests marked xdist_group stay on one worker together.
 # `make test` runs everything; `make test-fast` leaves out the end-to-end
 # (integration) tests. PYTEST_ARGS adds arguments, e.g. PYTEST_ARGS="-k seft".
-TEST_WORKERS ?= 2
+TEST_WORKERS ?= 3
 PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadgroup
 
 test: setup

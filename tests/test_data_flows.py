@@ -109,25 +109,26 @@ def test_figa_trains_on_the_users_revisions(capsys, alignflow_home, tmp_path):
     assert trained.to_pylist()[0] == {"prompt": [{"role": "user", "content": "Fix: 'teh cat 0'"}], "original": "teh cat 0", "revised": "the cat 0"}
 
 
-@pytest.mark.xdist_group("seft-tiny")
-def test_seft_samples_mt_bench_prompts_in_its_rounds(capsys, alignflow_home, shared_data):
+# Their reviser is seft-tiny's, trained once for both on one worker; not on the worker of the seft-tiny
+# group, which holds the longest tests already.
+SEFT_DATA = pytest.mark.xdist_group("seft-data")
+
+
+@SEFT_DATA
+def test_seft_samples_mt_bench_prompts_in_its_round(capsys, alignflow_home, shared_data):
     questions = shared_data / "mt-bench-questions.jsonl"
-    overrides = [f"data.prompts.source={questions}"]
+    overrides = [f"data.prompts.source={questions}", "seft.rounds=1"]  # new prompts each round: the HH test below
     run_recipe(capsys, _recipe("seft-tiny"), *overrides)
     run_dir = _run_dir(alignflow_home, _recipe("seft-tiny"), overrides)
     question_ids = {str(json.loads(line)["question_id"]) for line in open(questions)}
     first_turns = {json.loads(line)["turns"][0] for line in open(questions)}
-    seen = set()
-    for k in (1, 2):
-        samples = pq.read_table(run_dir / f"round-{k}" / "sample-policy" / SAMPLES_FILE).to_pylist()
-        ids = {s["prompt_id"] for s in samples}
-        assert ids <= question_ids and not ids & seen  # new MT-Bench prompts each round
-        seen |= ids
-        revisions = pq.read_table(run_dir / f"round-{k}" / "revise" / "revisions.parquet").to_pylist()
-        assert {r["prompt"] for r in revisions} <= first_turns
+    samples = pq.read_table(run_dir / "round-1" / "sample-policy" / SAMPLES_FILE).to_pylist()
+    assert {s["prompt_id"] for s in samples} <= question_ids and len({s["prompt_id"] for s in samples}) == 12
+    revisions = pq.read_table(run_dir / "round-1" / "revise" / "revisions.parquet").to_pylist()
+    assert {r["prompt"] for r in revisions} <= first_turns
 
 
-@pytest.mark.xdist_group("seft-tiny")  # its reviser settings are seft-tiny's: one reviser per worker
+@SEFT_DATA
 def test_seft_pool_samples_answer_hh_rlhf_prompts_in_their_dialogues(capsys, alignflow_home, hh_rlhf):
     run_recipe(capsys, _recipe("seft-hh-tiny"))
     run_dir = _run_dir(alignflow_home, _recipe("seft-hh-tiny"), [])
@@ -185,11 +186,12 @@ def test_a_model_without_a_chat_template_names_the_setting_and_the_setting_works
     template = config.pop("chat_template", None) or (bare / "chat_template.jinja").read_text()
     (bare / "chat_template.jinja").unlink(missing_ok=True)
     (bare / "tokenizer_config.json").write_text(json.dumps(config))
-    assert main(["run", _recipe("evaluate-tiny"), f"model.ref={bare}"]) == 2
+    own = ["suite.seed=7"]  # items of its own: no other evaluate-tiny run finds this one's stages cached
+    assert main(["run", _recipe("evaluate-tiny"), f"model.ref={bare}", *own]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert "has no chat template: set model.chat_template in the recipe" in err[-1]
 
     template_file = tmp_path / "template.jinja"
     template_file.write_text(template)
-    _, states = run_recipe(capsys, _recipe("evaluate-tiny"), f"model.ref={bare}", f"model.chat_template={template_file}")
+    _, states = run_recipe(capsys, _recipe("evaluate-tiny"), f"model.ref={bare}", f"model.chat_template={template_file}", *own)
     assert states["set-chat-template"] == ["Completed"] and states["generate-answers"] == ["Completed"]
