@@ -22,8 +22,9 @@ def test_from_stage_names_a_contestants_stage_or_fails_listing_them(capsys):
 
 
 @pytest.mark.integration
-# Beside compare-tiny's own test, whose contestants' stages it would otherwise build again.
-@pytest.mark.xdist_group("seft-tiny")
+# Beside compare-tiny's own test, whose contestants' stages it would otherwise build again. Not on the
+# seft-tiny worker, the suite's critical path: their one reviser is trained on this group's worker.
+@pytest.mark.xdist_group("compare-tiny")
 def test_from_stage_recomputes_the_first_such_stage_and_everything_after_it(capsys, alignflow_home):
     assert main(["run", COMPARE, SMALL]) == 0
     capsys.readouterr()

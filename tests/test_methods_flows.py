@@ -105,8 +105,9 @@ def test_method_recipes_reject_other_objectives_and_sections(capsys):
 
 
 @pytest.mark.integration
-# Beside the SEFT flow tests: compare-tiny shares seft-tiny's reviser stages (see configs/compare-tiny.yaml).
-@pytest.mark.xdist_group("seft-tiny")
+# Beside the other compare-tiny test, whose contestants and reviser it shares; not on the seft-tiny
+# worker, the suite's critical path.
+@pytest.mark.xdist_group("compare-tiny")
 def test_compare_methods_logs_one_leaderboard(capsys, alignflow_home):
     recipe_path = str(REPO / "configs" / "compare-tiny.yaml")
     recipe, run_dir = _run_dir(alignflow_home, recipe_path)
