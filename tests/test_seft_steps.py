@@ -5,7 +5,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from methods.seft.targets import TARGETS_FILE, select_targets
-from pipeline_lib.core.errors import UserError
 from pipeline_lib.data.config import DataConfig, DataSource
 from pipeline_lib.data.prepare import ROWS_FILE, Budget, prepare_role
 from pipeline_lib.models import load_tokenizer, resolve_model
