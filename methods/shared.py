@@ -41,7 +41,9 @@ def training_prompts(ctx: RunContext) -> str:
     return suite_items(ctx, "train", "train", None, recipe.prompts.start, recipe.prompts.stop(recipe.suite.n_train))
 
 
-_SAID: set[tuple[str, str]] = set()  # (MLflow run, role): the suite fallback is said once per run
+# (MLflow run, role): what a run has already said and logged of a role, once per run though a method
+# may ask for a role more than once (SPIN, every iteration).
+_SAID: set[tuple[str, str]] = set()
 
 
 def user_data(ctx: RunContext, role: str) -> str | None:
@@ -52,8 +54,7 @@ def user_data(ctx: RunContext, role: str) -> str | None:
     recipe = ctx.recipe
     sources = recipe.data.roles().get(role) if recipe.data else None
     if not sources:
-        if (ctx.parent, role) not in _SAID:
-            _SAID.add((ctx.parent, role))
+        if _first_time(ctx, role):
             print(f"data.{role} is not set: {recipe.method} uses the built-in suite instead", file=sys.stderr, flush=True)
         return None
     files, hub = source_identities(sources)
@@ -63,8 +64,15 @@ def user_data(ctx: RunContext, role: str) -> str | None:
         model=model, budget=budget(recipe, model, role), eval_sets={"suite-eval": suite_items(ctx, "eval", "eval")},
         seed=recipe.seed,
     )  # fmt: skip
-    log_prepared(ctx.parent, prepared, role, sources)
+    if _first_time(ctx, role):
+        log_prepared(ctx.parent, prepared, role, sources)
     return prepared
+
+
+def _first_time(ctx: RunContext, role: str) -> bool:
+    seen = (ctx.parent, role) in _SAID
+    _SAID.add((ctx.parent, role))
+    return not seen
 
 
 def data_inputs(role: str, prepared: str | None) -> dict[str, str] | None:

@@ -12,8 +12,8 @@ from pipeline_lib import tracking
 from pipeline_lib.tracking import lineage
 from pipeline_lib.data import items as items_module
 from pipeline_lib.data.config import DataConfig, DataSource
-from pipeline_lib.data.items import take_items
-from pipeline_lib.data.prepare import ITEMS_FILE, REPORT_FILE, ROWS_FILE, Budget, format_report, prepare_role, read_report
+from pipeline_lib.data.items import read_prompt_items, take_items
+from pipeline_lib.data.prepare import REPORT_FILE, ROWS_FILE, Budget, format_report, prepare_role, read_report
 from pipeline_lib.models import load_tokenizer
 from pipeline_lib.reporting.figures import histogram
 from pipeline_lib.suite.config import SuiteConfig
@@ -57,7 +57,7 @@ def prepare_data(
     ``budget``, deduplicated, decontaminated against ``eval_sets``' prompts and split. ``files`` and ``hub``
     name the sources' content."""
     tokenizer = load_tokenizer(model)
-    eval_prompts = [prompt for folder in eval_sets.values() for prompt in pq.read_table(Path(folder) / ITEMS_FILE)["prompt"].to_pylist()]
+    eval_prompts = [item.prompt for folder in eval_sets.values() for item in read_prompt_items(folder)]
     report = prepare_role(role, sources, settings, tokenizer, budget, eval_prompts, seed, tmp)
     skipped = {reason: entry["count"] for reason, entry in report["skipped"].items()}
     return {"rows": report["kept"], "read": report["read"], "heldout": report["heldout"], "skipped_rows": skipped}

@@ -14,7 +14,7 @@ from pipeline_lib.suite.item import SuiteItem
 if TYPE_CHECKING:
     from pipeline_lib.suite.config import SuiteConfig
 
-ITEMS_FILE = "items.parquet"
+from pipeline_lib.data.items import ITEMS_FILE  # the file every generation stage reads prompts from
 
 
 def write_suite_split(
