@@ -51,11 +51,12 @@ run: setup
 
 # Tests run on TEST_WORKERS pytest-xdist workers (3 on 2 cores: many end-to-end tests wait on
 # servers and subprocesses, so a third worker keeps both cores busy), each with a home, Prefect API and
-# MLflow store of its own; tests marked xdist_group stay on one worker together.
+# MLflow store of its own; tests marked xdist_group stay on one worker together. Workers take the
+# costliest groups and tests first (tests/conftest.py, from tests/durations.json), not xdist's order.
 # `make test` runs everything; `make test-fast` leaves out the end-to-end
 # (integration) tests. PYTEST_ARGS adds arguments, e.g. PYTEST_ARGS="-k seft".
 TEST_WORKERS ?= 3
-PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadgroup
+PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_PARALLEL) --durations=25 $(PYTEST_ARGS)

@@ -96,6 +96,8 @@ def print_report(result: dict, flow_run_id, prefect_location: str) -> None:
     else:
         print_rounds(result)
     print(f"\nrun folder:  {result['run_dir']}")
+    for label, uri in result.get("registered_models", {}).items():
+        print(f"registered:  {label} as {uri}")
     if result.get("final_model"):
         registered = f" (registered: {result['registered_model']})" if result.get("registered_model") else ""
         print(f"final model: {result['final_model']}{registered}")

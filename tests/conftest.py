@@ -9,6 +9,7 @@ Prefect API and MLflow store; the controller's environment (which the workers
 inherit) must therefore not carry any Prefect setting derived from a home.
 """
 
+import json
 import os
 import signal
 import threading
@@ -27,6 +28,8 @@ if WORKER:
     for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[_name] = "1"
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# As `alignflow` sets it (flows.cli), for the flows this session runs in-process; set before torch is imported.
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 _HOME = Path(tempfile.mkdtemp(prefix=f"alignflow-test-home-{WORKER + '-' if WORKER else ''}"))
 os.environ["ALIGNFLOW_HOME"] = str(_HOME)
@@ -53,6 +56,31 @@ if WORKER:
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+# Seconds per test from a measured run (bench/test_durations.py); a test not in it is guessed by its marks.
+DURATIONS = json.loads((Path(__file__).with_name("durations.json")).read_text())
+NEW_INTEGRATION_S, NEW_UNIT_S = 30.0, 0.5
+
+
+def pytest_collection_modifyitems(config, items):
+    """Costliest work first: each xdist group (its tests stay together) or lone test, by its expected
+    seconds. With `--no-loadscope-reorder` (make test) workers take work in this order, so the run does
+    not end with one worker running a long group alone while the others wait."""
+
+    def scope(item) -> str:
+        group = item.get_closest_marker("xdist_group")
+        return f"group:{group.args[0]}" if group else item.nodeid
+
+    def seconds(item) -> float:
+        guess = NEW_INTEGRATION_S if item.get_closest_marker("integration") else NEW_UNIT_S
+        return DURATIONS.get(item.nodeid.split("@")[0], guess)
+
+    cost: dict[str, float] = {}
+    for item in items:
+        cost[scope(item)] = cost.get(scope(item), 0.0) + seconds(item)
+    first_seen = {name: i for i, name in reversed(list(enumerate(scope(item) for item in items)))}
+    items.sort(key=lambda item: (-cost[scope(item)], first_seen[scope(item)]))
 
 
 def pytest_unconfigure(config):

@@ -109,9 +109,8 @@ def test_figa_trains_on_the_users_revisions(capsys, alignflow_home, tmp_path):
     assert trained.to_pylist()[0] == {"prompt": [{"role": "user", "content": "Fix: 'teh cat 0'"}], "original": "teh cat 0", "revised": "the cat 0"}
 
 
-# Their reviser is seft-tiny's, trained once for both on one worker; not on the worker of the seft-tiny
-# group, which holds the longest tests already.
-SEFT_DATA = pytest.mark.xdist_group("seft-data")
+# Their reviser is seft-tiny's: on the seft-tiny group's worker, which trains it once for all of them.
+SEFT_DATA = pytest.mark.xdist_group("seft-tiny")
 
 
 @SEFT_DATA

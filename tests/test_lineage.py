@@ -168,16 +168,18 @@ def test_the_command_named_by_the_cli_is_the_source():
 
 @pytest.mark.integration
 def test_a_tiny_run_records_its_source_its_models_and_registers_the_final_one(capsys, alignflow_home):
-    # An experiment of its own: a new parent run whatever else this worker ran (tracking is not hashed).
+    # An experiment of its own: a new parent run whatever else this worker ran (tracking is not hashed);
+    # a learning rate of its own: a training of its own, not found in the cache by another test's sft-tiny run.
     experiment = f"tracking.experiment={EXPERIMENT}"
-    recipe = load_recipe(RECIPE, [experiment])
-    out, _ = run_recipe(capsys, RECIPE, experiment)
+    own = "train.lr=2e-3"
+    recipe = load_recipe(RECIPE, [experiment, own])
+    out, _ = run_recipe(capsys, RECIPE, experiment, own)
     client = MlflowClient(tracking.default_tracking_uri())
     experiment_id = client.get_experiment_by_name(EXPERIMENT).experiment_id
     parent = client.get_run(tracking.find_run(EXPERIMENT, config_hash(recipe)))
 
     source = parent.data.tags[MLFLOW_SOURCE_NAME]
-    assert source == f"alignflow run {RECIPE} {experiment}" and parent.data.tags[MLFLOW_SOURCE_TYPE] == "JOB"
+    assert source == f"alignflow run {RECIPE} {experiment} {own}" and parent.data.tags[MLFLOW_SOURCE_TYPE] == "JOB"
     assert (parent.data.tags["alignflow.recipe"], parent.data.tags["alignflow.method"]) == ("sft-tiny", "sft")
     children = {
         run.info.run_name: run
@@ -208,12 +210,12 @@ def test_a_tiny_run_records_its_source_its_models_and_registers_the_final_one(ca
     assert f"(registered: models:/sft-tiny/{version.version})" in out
 
     # The same command again: every stage reused, no model logged or registered twice.
-    run_recipe(capsys, RECIPE, experiment)
+    run_recipe(capsys, RECIPE, experiment, own)
     assert [m.model_id for m in models()] == [model.model_id]
     assert [v.version for v in versions()] == [version.version]
 
     # Weights on request: another experiment, the same stages, the same registered version.
-    weights = (f"tracking.experiment={EXPERIMENT}-weights", "tracking.log_model_weights=true")
+    weights = (f"tracking.experiment={EXPERIMENT}-weights", "tracking.log_model_weights=true", own)
     run_recipe(capsys, RECIPE, *weights)
     other = client.get_experiment_by_name(f"{EXPERIMENT}-weights").experiment_id
     [copied] = client.search_logged_models([other], f"params.stage_key = '{key}'")

@@ -152,3 +152,15 @@ def test_compare_methods_logs_one_leaderboard(capsys, alignflow_home):
     sft_run = next(run for run in children if run.info.run_name == "sft")
     rounds = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{sft_run.info.run_id}'")
     assert sorted(run.info.run_name for run in rounds) == ["round-0", "round-1"]
+
+    # Every contestant's trained rounds are LoggedModels naming its own method, and its final model is
+    # registered under the comparison's name and its label.
+    models = client.search_logged_models([parent.info.experiment_id], f"tags.`alignflow.pipeline_run_id` = '{parent_id}'")
+    assert {(model.name.rsplit("-round-", 1)[0], model.params["method"]) for model in models} == {
+        ("compare-tiny-sft", "sft"), ("compare-tiny-spin", "spin"), ("compare-tiny-seft-ondare", "seft")
+    }
+    for label in labels:
+        final = max((run_dir / label).glob("round-*/train-policy"))
+        name, version = out.split(f"registered:  {label} as models:/")[1].split()[0].split("/")
+        registered = client.get_model_version(name, version)
+        assert name == f"compare-tiny-{label}" and registered.tags["alignflow.stage_key"] == read_manifest(final)["key"]

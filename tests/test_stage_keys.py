@@ -48,7 +48,9 @@ def _user_env(home: Path) -> dict[str, str]:
     """A user's environment with this home, and the thread count the recorded runs had: float sums in
     training depend on it."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_") and k not in SESSION_ONLY}
-    return {**env, "ALIGNFLOW_HOME": str(home), "OMP_NUM_THREADS": "2"}
+    # Passive: two threads on cores the other test workers share would otherwise spin for work, which
+    # costs them CPU and changes no number.
+    return {**env, "ALIGNFLOW_HOME": str(home), "OMP_NUM_THREADS": "2", "OMP_WAIT_POLICY": "PASSIVE"}
 
 
 def _stages_now(home: Path) -> list[dict]:

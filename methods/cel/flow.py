@@ -107,14 +107,18 @@ def held_out(ctx: RunContext, k: int, model: str, learned: str | None) -> str:
 
 
 @task(name="log-cel-round", retries=2, retry_delay_seconds=2, tags=["tracking"])
-def log_cel_round(parent_run_id: str, round_index: int, eval_dir: str, learn_dir: str | None = None) -> dict:
-    """Log round ``round_index`` to its child run ``round-K`` and, stepped by round, to the parent.
+def log_cel_round(
+    parent_run_id: str, round_index: int, eval_dir: str, learn_dir: str | None = None, trained: str | None = None
+) -> dict:
+    """Log round ``round_index`` to its child run ``round-K`` and, stepped by round, to the parent;
+    ``trained``: the SFT round's policy, logged as the round's LoggedModel.
 
     Like every round logger, a rerun over the same outputs finds the child it
     logged and logs nothing twice.
     """
     metrics = report.round_metrics(eval_dir, learn_dir)
-    with round_child_run(parent_run_id, round_index, [d for d in (eval_dir, learn_dir) if d], metrics) as run_id:
+    outputs = [d for d in (eval_dir, learn_dir) if d]
+    with round_child_run(parent_run_id, round_index, outputs, metrics, trained) as run_id:
         if run_id is not None:
             report.log_held_out(eval_dir, round_index, run_id)
             if learn_dir:
@@ -141,7 +145,7 @@ def sft_round(ctx: RunContext, k: int, model: str, learned: str) -> tuple[str, d
         print(f"cel: {count} SFT rows from successful episodes, fewer than cel.sft.min_examples; no SFT round")
         return model, None
     policy = train_round(ctx, k, model, str(Path(rows) / TRAIN_ROWS_FILE))
-    return policy, log_cel_round(ctx.parent, k, held_out(ctx, k, policy, learned))
+    return policy, log_cel_round(ctx.parent, k, held_out(ctx, k, policy, learned), trained=policy)
 
 
 def run(ctx: RunContext) -> tuple[str, Rounds]:

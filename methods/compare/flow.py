@@ -24,8 +24,10 @@ from pipeline_lib.config import save_resolved
 from pipeline_lib.reporting import metrics as m
 from pipeline_lib.sampling import resolve_backend
 from pipeline_lib.store.runs import RunLayout
+from pipeline_lib.tracking.lineage import KIND_CONTESTANT, TAG_METHOD
 from tasks import reporting
 from tasks.context import RunContext
+from tasks.evaluation import register_model
 
 TAG_VARIANT = "alignflow.variant"
 # The leaderboard columns logged as parent-run metrics, leaderboard/<label>/<column>.
@@ -39,13 +41,15 @@ def run_contestants(ctx: RunContext) -> dict[str, Any]:
     """Each contestant in order, then the leaderboard; returns what ``alignflow compare-methods`` prints."""
     layout, parent = ctx.layout, ctx.parent
     results = {"base": starting_model(ctx)}
-    rows, start = [], None
+    rows, start, registered = [], None, {}
     for variant in ctx.recipe.compare.methods:
         recipe = variant_recipe(ctx.recipe, variant, results)
         root = layout.root / variant.label
-        contestant = _contestant(ctx, recipe, RunLayout(root, save_resolved(recipe, root)), variant.label)
+        contestant = _contestant(ctx, recipe, RunLayout(root, save_resolved(recipe, root)), variant)
         print(f"compare-methods: {variant.label} ({variant.method})", flush=True)
         results[variant.label], rounds = BODIES[variant.method](contestant)
+        # Each contestant's final model under its own name: compare-tiny-sft, compare-tiny-spin...
+        registered[variant.label] = register_model(parent, results[variant.label], f"{ctx.recipe.name}-{variant.label}")
         start = start or rounds[0]
         rows.append(leaderboard_row(variant.label, rounds[max(rounds)], root))
     markdown = leaderboard_markdown(rows, start)
@@ -58,25 +62,28 @@ def run_contestants(ctx: RunContext) -> dict[str, Any]:
         "leaderboard": rows,
         "leaderboard_markdown": markdown,
         "models": results,
+        "registered_models": {label: uri for label, uri in registered.items() if uri},
     }
 
 
-def _contestant(ctx: RunContext, recipe: Any, layout: RunLayout, label: str) -> RunContext:
+def _contestant(ctx: RunContext, recipe: Any, layout: RunLayout, variant: Any) -> RunContext:
     """The contestant's context: its recipe, folder and MLflow run, the comparison's forcing."""
-    contestant = ctx.variant(recipe, layout, _method_run(ctx.parent, label))
+    contestant = ctx.variant(recipe, layout, _method_run(ctx.parent, variant.label, variant.method))
     if recipe.sampler != ctx.recipe.sampler:
         # Overrides that change the sampler may change the backend it resolves to.
         contestant = dataclasses.replace(contestant, backend=resolve_backend(recipe.sampler)[0])
     return contestant
 
 
-def _method_run(parent_run_id: str, label: str) -> str:
-    """The variant's child run (found again on a rerun), parent of its rounds."""
+def _method_run(parent_run_id: str, label: str, method: str) -> str:
+    """The variant's child run (found again on a rerun), parent of its rounds; tagged with its method,
+    which the LoggedModels of its rounds name."""
     tags = {TAG_VARIANT: label}
     found = tracking.find_child_run(parent_run_id, label, tags)
     if found:
+        tracking.set_tags({TAG_METHOD: method}, run_id=found)  # a run logged before contestants were tagged so
         return found
-    with tracking.start_child_run(parent_run_id, label, tags=tags, kind="method") as run:
+    with tracking.start_child_run(parent_run_id, label, tags={**tags, TAG_METHOD: method}, kind=KIND_CONTESTANT) as run:
         return run.info.run_id
 
 

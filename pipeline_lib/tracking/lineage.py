@@ -97,7 +97,9 @@ def log_trained_model(run_id: str, folder: str | Path, round_index: int) -> str:
     client = MlflowClient()
     pipeline, contestants = _pipeline_run(client, run_id)
     tags = pipeline.data.tags
-    recipe = "-".join([tags.get(TAG_RECIPE, pipeline.info.run_name), *contestants])
+    recipe = "-".join([tags.get(TAG_RECIPE, pipeline.info.run_name), *(c.info.run_name for c in contestants)])
+    # A comparison's model was trained by its contestant's method, not by "compare".
+    method = next((c.data.tags[TAG_METHOD] for c in reversed(contestants) if TAG_METHOD in c.data.tags), None)
     spec = dict(
         name=f"{recipe}-round-{round_index}",
         source_run_id=run_id,
@@ -108,7 +110,7 @@ def log_trained_model(run_id: str, folder: str | Path, round_index: int) -> str:
             "stage": manifest["stage"],
             "stage_key": manifest["key"],
             "round": str(round_index),
-            "method": tags.get(TAG_METHOD, ""),
+            "method": method or tags.get(TAG_METHOD, ""),
         },
         tags={
             # Else MLflow names the Python file running (engine.py) as the model's source too.
@@ -199,12 +201,12 @@ def log_model_dataset(model_id: str, parquet_file: str | Path, name: str, digest
     return digest
 
 
-def _pipeline_run(client: MlflowClient, run_id: str) -> tuple[Run, list[str]]:
-    """The pipeline run ``run_id`` belongs to (itself or an ancestor), and the contestants between."""
+def _pipeline_run(client: MlflowClient, run_id: str) -> tuple[Run, list[Run]]:
+    """The pipeline run ``run_id`` belongs to (itself or an ancestor), and the contestants' runs between."""
     run, contestants = client.get_run(run_id), []
     while run.data.tags.get(TAG_KIND) != KIND_PIPELINE:
         if run.data.tags.get(TAG_KIND) == KIND_CONTESTANT:
-            contestants.insert(0, run.info.run_name)
+            contestants.insert(0, run)
         parent = run.data.tags.get(MLFLOW_PARENT_RUN_ID)
         if parent is None:
             raise UserError(f"MLflow run {run_id} belongs to no alignflow pipeline run")
