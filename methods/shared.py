@@ -18,6 +18,7 @@ from pipeline_lib.data.sources import source_identities
 from pipeline_lib.models.chat_template import template_text
 from pipeline_lib.revision.reviser_data import ADAPTIVE_FILE, WARMUP_FILE
 from pipeline_lib.sampling import SamplingParams
+from pipeline_lib.suite.intervals import interval_metrics, score_interval
 from tasks.context import RunContext
 from tasks.data import log_prepared, prepare_data, prepare_suite, take_prompts
 from tasks.evaluation import log_round, score, score_samples_stage
@@ -133,6 +134,11 @@ def evaluate_round(
     params = SamplingParams(temperature=0.0, max_new_tokens=recipe.eval.max_new_tokens, seed=recipe.seed)
     samples = answer(ctx, generate_answers, k, model, items, params, recipe.eval.batch_size)
     scores = ctx.run(score, k, items=items, samples=samples)
+    start = ctx.layout.stage(score.name, 0)
+    if k > 0 and start.exists():
+        # Against round 0 on the same prompts, so the table and MLflow say whether a change is more than noise.
+        interval = score_interval(scores, start, recipe.eval.intervals, ctx.seed("interval", k))
+        metrics = {**(metrics or {}), **interval_metrics(interval)}
     return log_round(ctx.parent, k, scores, items, model if trained else None, outputs, metrics, tables, datasets)
 
 

@@ -57,6 +57,9 @@ def test_one_round_methods_train_with_their_objective_and_log_rounds(method, cap
     assert client.get_run(parent_id).info.status == "FINISHED"
     assert [m.step for m in client.get_metric_history(parent_id, EVAL_SCORE)] == [0, 1]
     assert [m.step for m in client.get_metric_history(parent_id, TRAIN_LOSS)] == [1]
+    # Round 1 against round 0 on the same prompts, with its interval, in MLflow and on the console.
+    assert [m.step for m in client.get_metric_history(parent_id, "eval/score_delta_low")] == [1]
+    assert "score, round 1 against round 0: " in out
     if method == "dpo":  # the objective's own logs reach MLflow
         assert {"train/rewards/accuracies", "train/rewards/margins"} <= set(client.get_run(parent_id).data.metrics)
     assert [line.split()[0] for line in out[out.index("round") :].splitlines()[1:3]] == ["0", "1"]
@@ -117,7 +120,7 @@ def test_compare_methods_logs_one_leaderboard(capsys, alignflow_home):
     labels = [variant.label for variant in recipe.compare.methods]
     assert labels == ["sft", "spin", "seft-ondare"]
     table = (run_dir / "leaderboard.md").read_text().splitlines()
-    assert table[0].startswith("| method | held-out score") and table[0] in out
+    assert table[0].startswith("| method | held-out score | against start (95 % CI)") and table[0] in out
     assert sorted(line.split("|")[1].strip() for line in table[3:]) == sorted(labels)
     scores = [float(line.split("|")[2]) for line in table[3:]]
     assert scores == sorted(scores, reverse=True), "best first"

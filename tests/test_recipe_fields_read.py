@@ -109,7 +109,8 @@ RUNS: list[tuple[str, str, str, list[str]]] = [
      [*SMALL_SUITE, *DATA_SETTINGS, f"data.sft={{source: {HH_RLHF}, format: hh-rlhf, split: train, limit: 8}}",
       "train.optimizer=ondare", "train.merging.sft_model=tiny-llama", "train.merging.base_model=tiny-llama"]),
     # The linear schedule is what reads lambda_min and lambda_warmup_steps.
-    ("ift-linear", "ift", "ift-tiny.yaml", [*SMALL_SUITE, "train.ift.lambda_schedule=linear"]),
+    ("ift-linear", "ift", "ift-tiny.yaml",
+     [*SMALL_SUITE, "train.ift.lambda_schedule=linear", "eval.intervals={resamples: 200, confidence: 0.9}"]),
     ("dpo-lora", "dpo", "dpo-tiny.yaml",
      [*SMALL_SUITE, *DATA_SETTINGS, f"data.preference={{source: {HH_RLHF}, limit: 8}}", "train.mode=lora"]),
     # spin.last_beta is read (and applied) in the last iteration.

@@ -263,5 +263,6 @@ def test_seft_runs_every_generation_stage_on_vllm_with_warm_servers(capsys, alig
     stats = [read_manifest(run_dir / group / link)["sampling"] for group, link in generation]
     assert {s["backend"] for s in stats} == {"vllm"}
     # The base model serves round 0, the reviser's source samples and round 1's samples: started once.
-    assert sum(s["startup_seconds"] < 1.0 for s in stats) >= 2
+    # Startup includes loading the tokenizer, over a second on a loaded machine; a CPU vLLM start takes 15 s or more.
+    assert sum(s["startup_seconds"] < 5.0 for s in stats) >= 2
     assert not POOL._idle, "the flow stops its warm servers when it ends"

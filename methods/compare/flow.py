@@ -31,7 +31,7 @@ from tasks.evaluation import register_model
 
 TAG_VARIANT = "alignflow.variant"
 # The leaderboard columns logged as parent-run metrics, leaderboard/<label>/<column>.
-LOGGED = ("score", "pass_rate", "length", "wall_s")
+LOGGED = ("score", "score_delta", "score_delta_low", "score_delta_high", "pass_rate", "length", "wall_s")
 # Every contestant's stages are the comparison's: --from-stage is checked against them before any runs.
 # Loaded through the registry, so this flow imports no other method's flow module by name.
 BODIES = {name: method.load_body() for name, method in METHODS.items() if method.contestant}

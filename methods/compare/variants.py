@@ -23,6 +23,7 @@ from pipeline_lib.data.config import DATA_ROLES
 from pipeline_lib.core.errors import UserError
 from pipeline_lib.reporting import metrics as m
 from pipeline_lib.reporting.tables import render_markdown
+from pipeline_lib.suite.intervals import describe_delta
 from pipeline_lib.store import read_manifest
 
 
@@ -110,6 +111,10 @@ def leaderboard_row(label: str, final: dict[str, float], variant_root: Path) -> 
         "score": round(final[m.EVAL_SCORE], 4),
         "pass_rate": round(final[m.EVAL_PASS_RATE], 4),
         "length": round(final[m.EVAL_LENGTH], 1),
+        # Against the start (every contestant's round 0 is the same model on the same prompts).
+        "score_delta": final.get(m.EVAL_SCORE_DELTA),
+        "score_delta_low": final.get(m.EVAL_SCORE_DELTA_LOW),
+        "score_delta_high": final.get(m.EVAL_SCORE_DELTA_HIGH),
         "wall_s": wall_seconds(variant_root),
         "train_tokens": train_tokens(variant_root),
     }
@@ -119,12 +124,15 @@ def leaderboard_markdown(rows: list[dict[str, Any]], start: dict[str, float]) ->
     """The leaderboard, best held-out score first, with the starting model as the first line."""
     first = [f"{start[m.EVAL_SCORE]:.3f}", f"{start[m.EVAL_PASS_RATE]:.3f}", f"{start[m.EVAL_LENGTH]:.1f}"]
     table = [
-        ["method", "held-out score", "pass rate", "length (tokens)", "wall time (s)", "training tokens"],
-        ["*start*", *first, "–", "–"],
-    ]
+        ["method", "held-out score", "against start (95 % CI)", "pass rate", "length (tokens)", "wall time (s)",
+         "training tokens"],
+        ["*start*", first[0], "–", *first[1:], "–", "–"],
+    ]  # fmt: skip
     for row in sorted(rows, key=lambda r: -r["score"]):
+        delta = {m.EVAL_SCORE_DELTA: row["score_delta"], m.EVAL_SCORE_DELTA_LOW: row["score_delta_low"],
+                 m.EVAL_SCORE_DELTA_HIGH: row["score_delta_high"]}  # fmt: skip
         table.append([
-            row["method"], f"{row['score']:.3f}", f"{row['pass_rate']:.3f}", f"{row['length']:.1f}",
-            f"{row['wall_s']:.0f}", str(row["train_tokens"]),
+            row["method"], f"{row['score']:.3f}", describe_delta(delta) or "–", f"{row['pass_rate']:.3f}",
+            f"{row['length']:.1f}", f"{row['wall_s']:.0f}", str(row["train_tokens"]),
         ])  # fmt: skip
-    return render_markdown(table, right=range(1, 6))
+    return render_markdown(table, right=range(1, 7))

@@ -22,6 +22,10 @@ LEADERBOARD = "leaderboard"
 EVAL_SCORE = f"{EVAL}/score"
 EVAL_PASS_RATE = f"{EVAL}/pass_rate"
 EVAL_LENGTH = f"{EVAL}/length"
+# A round's score minus round 0's on the same prompts, with its paired bootstrap interval.
+EVAL_SCORE_DELTA = f"{EVAL}/score_delta"
+EVAL_SCORE_DELTA_LOW = f"{EVAL}/score_delta_low"
+EVAL_SCORE_DELTA_HIGH = f"{EVAL}/score_delta_high"
 # CEL's games, held out and while learning.
 EVAL_SUCCESS_RATE = f"{EVAL}/success_rate"
 EVAL_MEAN_STEPS = f"{EVAL}/mean_steps"

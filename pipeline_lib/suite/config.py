@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
+from pipeline_lib.benchmarks.bootstrap import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES
 from pipeline_lib.core.section import Section
 
 class SuiteConfig(Section):
@@ -52,6 +53,14 @@ class PromptsConfig(Section):
         return n_train if self.count is None else self.start + self.count
 
 
+class IntervalConfig(Section):
+    """The paired bootstrap behind every printed difference (round K against round 0, a method against the start)."""
+
+    resamples: int = Field(DEFAULT_RESAMPLES, ge=100)
+    confidence: float = Field(DEFAULT_CONFIDENCE, gt=0, lt=1)
+
+
 class EvalConfig(Section):
     max_new_tokens: int = Field(128, ge=1)
     batch_size: int = Field(32, ge=1)
+    intervals: IntervalConfig | None = Field(None, description="null: 10 000 resamples, 95 % (the defaults above)")

@@ -1,0 +1,1 @@
+"""Benchmark evaluation: judged benchmarks, preference statistics and confidence intervals."""
