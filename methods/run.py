@@ -18,12 +18,12 @@ from pipeline_lib.reporting.tables import Rounds
 from pipeline_lib.sampling import resolve_backend, stop_all_servers
 from pipeline_lib.store.runs import StageForcing, open_run
 from pipeline_lib.tracking import lineage
+from pipeline_lib.tracking.runs import TAG_RUN_DIR
 from tasks import reporting
 from tasks.context import RunContext
 from tasks.evaluation import register_model
 from tasks.stage import DECLARED
 
-TAG_RUN_DIR = "alignflow.run_dir"
 TAG_SAMPLER_BACKEND = "alignflow.sampler_backend"
 # A method's body: the run's context in, (final model or None, metrics per round) out.
 Body = Callable[[RunContext], tuple[str | None, Rounds]]

@@ -115,6 +115,11 @@ def test_compare_shows_the_differing_setting_metrics_by_round_a_plot_and_a_link(
     assert rows[("0", "eval/length")] == ["8", "6"]  # the tiny model always uses its whole budget
     assert ("0", "eval/score/arithmetic") not in rows  # per family only with --all-metrics
 
+    # The second run's score against the first's, prompt by prompt, with its interval (the same 12 prompts).
+    [line] = [l for l in _section(out, "score against ") if l.startswith(client.get_run(second).info.run_name)]
+    logged = [client.get_metric_history(run_id, "eval/score")[-1].value for run_id in two_runs]
+    assert f"{logged[1] - logged[0]:+.3f} [" in line and line.endswith("(12 prompts)")
+
     assert plot.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     with Image.open(plot) as image:
         assert image.size[0] > 100 and image.size[1] > 100

@@ -10,7 +10,7 @@ import math
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import islice
 from pathlib import Path
@@ -38,7 +38,9 @@ from pipeline_lib.reporting.metrics import (
 )
 from pipeline_lib.reporting.figures import PLOTTED, new_figure, plot_by_round
 from pipeline_lib.reporting.tables import render_text
-from pipeline_lib.tracking.runs import KIND_PIPELINE, TAG_CONFIG_HASH, TAG_KIND
+from pipeline_lib.benchmarks.bootstrap import BootstrapInterval
+from pipeline_lib.suite.intervals import score_interval
+from pipeline_lib.tracking.runs import KIND_PIPELINE, TAG_CONFIG_HASH, TAG_KIND, TAG_RUN_DIR
 from pipeline_lib.tracking.store import _check_server_reachable, _is_http, _first_line
 
 MIN_PREFIX = 6
@@ -85,6 +87,8 @@ class Comparison:
     runs: list[RunSummary]
     config_diff: dict[str, list[str | None]]  # key -> its value in each run (None: not set)
     metrics: list[Metrics]  # per run, all the parent's metrics
+    # Per run after the first: its last round's score against the first run's, paired by prompt, or why not.
+    intervals: list[BootstrapInterval | str] = field(default_factory=list)
 
     @property
     def url(self) -> str | None:
@@ -127,7 +131,25 @@ def compare_runs(refs: Sequence[str], experiment: str | None = None, tracking_ur
         # say as much as the artifact without downloading it.
         configs = [run.data.params for run in runs]
     summaries = [_summary(run, experiments, history.get(EVAL_SCORE, {})) for run, history in zip(runs, metrics)]
-    return Comparison(uri, summaries, config_diff(configs), metrics)
+    scores = [_last_scores(run, history.get(EVAL_SCORE, {})) for run, history in zip(runs, metrics)]
+    intervals = [_against_first(scores[0], other) for other in scores[1:]]
+    return Comparison(uri, summaries, config_diff(configs), metrics, intervals)
+
+
+def _last_scores(run: Run, scores: Mapping[int, float]) -> Path | str:
+    """The score stage output of the run's last evaluated round, or why there is none."""
+    folder = run.data.tags.get(TAG_RUN_DIR)
+    if not scores or not folder:
+        return "no held-out scores logged"
+    path = Path(folder) / f"round-{max(scores)}" / "score"
+    return path if path.exists() else f"its run folder is not here ({path})"
+
+
+def _against_first(first: Path | str, other: Path | str) -> BootstrapInterval | str:
+    if isinstance(first, str) or isinstance(other, str):
+        return f"the first run: {first}" if isinstance(first, str) else other
+    interval = score_interval(other, first, None, seed=0)
+    return interval if interval.n else "no held-out prompt in common"
 
 
 def resolve_run(ref: str, candidates: Sequence[Run], uri: str) -> Run:
@@ -191,6 +213,12 @@ def format_comparison(comparison: Comparison, all_metrics: bool = False) -> str:
     boards = [{k: _last(h) for k, h in m.items() if k.startswith(BOARD_PREFIX)} for m in comparison.metrics]
     parts = [_config_section(comparison.config_diff, labels), *_rounds_section(per_round, labels, all_metrics)]
     parts += [f"{label} has no rounds logged on it" for label, metrics in zip(labels, per_round) if not metrics]
+    if comparison.intervals:
+        lines = [
+            f"{label}: {c.describe() + f' ({c.n} prompts)' if isinstance(c, BootstrapInterval) else 'no interval: ' + c}"
+            for label, c in zip(labels[1:], comparison.intervals)
+        ]
+        parts.append(f"score against {labels[0]}, last rounds, 95 % paired bootstrap:\n" + "\n".join(lines))
     if any(boards):
         rows = [[key, *(_number(b.get(key)) for b in boards)] for key in sorted(set().union(*boards))]
         table = render_text([["metric", *labels], *rows], right=range(1, 1 + len(labels)))

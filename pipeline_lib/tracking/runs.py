@@ -18,6 +18,7 @@ from pipeline_lib.tracking.store import experiment_id_of
 from pipeline_lib.tracking.writing import resolve_run_id
 
 TAG_CONFIG_HASH = "alignflow.config_hash"
+TAG_RUN_DIR = "alignflow.run_dir"  # the pipeline run's folder, runs/<recipe>-<hash>
 TAG_KIND = "alignflow.kind"
 TAG_ROUND = "alignflow.round"
 TAG_VERSION = "alignflow.version"
