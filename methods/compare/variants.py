@@ -23,7 +23,7 @@ from pipeline_lib.data.config import DATA_ROLES
 from pipeline_lib.core.errors import UserError
 from pipeline_lib.reporting import metrics as m
 from pipeline_lib.reporting.tables import render_markdown
-from pipeline_lib.suite.intervals import describe_delta
+from pipeline_lib.benchmarks.bootstrap import describe_interval
 from pipeline_lib.store import read_manifest
 
 
@@ -129,10 +129,10 @@ def leaderboard_markdown(rows: list[dict[str, Any]], start: dict[str, float]) ->
         ["*start*", first[0], "–", *first[1:], "–", "–"],
     ]  # fmt: skip
     for row in sorted(rows, key=lambda r: -r["score"]):
-        delta = {m.EVAL_SCORE_DELTA: row["score_delta"], m.EVAL_SCORE_DELTA_LOW: row["score_delta_low"],
-                 m.EVAL_SCORE_DELTA_HIGH: row["score_delta_high"]}  # fmt: skip
+        bounds = (row["score_delta"], row["score_delta_low"], row["score_delta_high"])
+        against_start = describe_interval(*bounds) if None not in bounds else "–"
         table.append([
-            row["method"], f"{row['score']:.3f}", describe_delta(delta) or "–", f"{row['pass_rate']:.3f}",
+            row["method"], f"{row['score']:.3f}", against_start, f"{row['pass_rate']:.3f}",
             f"{row['length']:.1f}", f"{row['wall_s']:.0f}", str(row["train_tokens"]),
         ])  # fmt: skip
     return render_markdown(table, right=range(1, 7))

@@ -75,12 +75,17 @@ class BootstrapInterval:
         their null named, since "within noise" there means "not different from
         the null".
         """
-        signed = self.null == 0.0
-        spec = f"{'+' if signed else ''}.{digits}f"
-        text = f"{self.estimate:{spec}} [{self.low:{spec}}, {self.high:{spec}}]"
-        if self.within_noise:
-            text += " within noise" if signed else f" within noise of {self.null:g}"
-        return text
+        return describe_interval(self.estimate, self.low, self.high, self.null, digits)
+
+
+def describe_interval(estimate: float, low: float, high: float, null: float = 0.0, digits: int = 3) -> str:
+    """:meth:`BootstrapInterval.describe` for an interval known only by its numbers (read back from MLflow)."""
+    signed = null == 0.0
+    spec = f"{'+' if signed else ''}.{digits}f"
+    text = f"{estimate:{spec}} [{low:{spec}}, {high:{spec}}]"
+    if low <= null <= high:
+        text += " within noise" if signed else f" within noise of {null:g}"
+    return text
 
 
 def paired_bootstrap(

@@ -11,7 +11,13 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from pipeline_lib.benchmarks.bootstrap import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, BootstrapInterval, paired_bootstrap
+from pipeline_lib.benchmarks.bootstrap import (
+    DEFAULT_CONFIDENCE,
+    DEFAULT_RESAMPLES,
+    BootstrapInterval,
+    describe_interval,
+    paired_bootstrap,
+)
 from pipeline_lib.reporting import metrics as m
 from pipeline_lib.suite.config import IntervalConfig
 from pipeline_lib.suite.scoring import SCORES_FILE
@@ -46,5 +52,4 @@ def describe_delta(metrics: dict[str, float]) -> str | None:
     """``+0.021 [-0.010, +0.052] within noise`` from a round's logged metrics; None without them."""
     if metrics.get(m.EVAL_SCORE_DELTA) is None:
         return None
-    delta, low, high = (metrics[k] for k in (m.EVAL_SCORE_DELTA, m.EVAL_SCORE_DELTA_LOW, m.EVAL_SCORE_DELTA_HIGH))
-    return f"{delta:+.3f} [{low:+.3f}, {high:+.3f}]" + (" within noise" if low <= 0 <= high else "")
+    return describe_interval(*(metrics[k] for k in (m.EVAL_SCORE_DELTA, m.EVAL_SCORE_DELTA_LOW, m.EVAL_SCORE_DELTA_HIGH)))
