@@ -107,6 +107,7 @@ def print_report(result: dict, flow_run_id, prefect_location: str) -> None:
 
 def print_rounds(result: dict) -> None:
     from pipeline_lib.reporting.tables import family_table, text_table
+    from pipeline_lib.benchmarks.intervals import benchmark_lines
     from pipeline_lib.suite.intervals import describe_delta
     from pipeline_lib.suite.scoring import read_metrics
 
@@ -116,6 +117,8 @@ def print_rounds(result: dict) -> None:
     for k, delta in deltas.items():
         if delta:
             print(f"score, round {k} against round 0: {delta} (paired bootstrap over the held-out prompts)")
+    for line in benchmark_lines(rounds):
+        print(line)
     last_scores = Path(result["run_dir"]) / f"round-{max(rounds)}" / "score"
     if last_scores.exists():  # suite runs; a CEL run plays games instead
         print("\nper family, last round:\n" + family_table(read_metrics(last_scores)))

@@ -21,7 +21,7 @@ from pipeline_lib.tracking import lineage
 from pipeline_lib.tracking.runs import TAG_RUN_DIR
 from tasks import reporting
 from tasks.context import RunContext
-from tasks.evaluation import register_model
+from tasks.evaluation import log_benchmarks_by_round, register_model
 from tasks.stage import DECLARED
 
 TAG_SAMPLER_BACKEND = "alignflow.sampler_backend"
@@ -81,6 +81,8 @@ def method_flow(name: str, body: Body) -> Flow:
             raise ValueError(f"the {name} flow got a {config.method} recipe")
         with pipeline_run(config, from_stage) as ctx:
             final_model, rounds = body(ctx)
+            if config.eval.benchmarks:
+                log_benchmarks_by_round(ctx.parent, rounds)
             registered = register_model(ctx.parent, final_model, config.name) if final_model else None
             return run_result(ctx, rounds, final_model, registered)
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from methods.benchmarks import run_benchmarks
 from methods.data import budget
 from pipeline_lib.data.prepare import ROWS_FILE
 from pipeline_lib.data.sources import source_identities
@@ -139,7 +140,12 @@ def evaluate_round(
         # Against round 0 on the same prompts, so the table and MLflow say whether a change is more than noise.
         interval = score_interval(scores, start, recipe.eval.intervals, ctx.seed("interval", k))
         metrics = {**(metrics or {}), **interval_metrics(interval)}
-    return log_round(ctx.parent, k, scores, items, model if trained else None, outputs, metrics, tables, datasets)
+    bench = run_benchmarks(ctx, model, k, items)
+    if bench.outputs:
+        metrics, tables = {**(metrics or {}), **bench.metrics}, {**(tables or {}), **bench.tables}
+        outputs = {**(outputs or {}), **{f"benchmark-{key}": folder for key, folder in bench.outputs.items()}}
+    trained_model = model if trained else None
+    return log_round(ctx.parent, k, scores, items, trained_model, outputs, metrics, tables, datasets, bench.artifacts)
 
 
 def starting_model(ctx: RunContext) -> str:

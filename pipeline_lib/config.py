@@ -52,7 +52,7 @@ class RecipeBase(Section):
 # without recomputing it.
 OUTPUT_NEUTRAL = ("tracking", "sampler.vllm", "sampler.base_url")
 # Settings added since runs were first named: hashed only when set, so existing recipes keep their run names.
-HASHED_WHEN_SET = ("data", "model.chat_template", "eval.intervals")
+HASHED_WHEN_SET = ("data", "model.chat_template", "eval.intervals", "eval.benchmarks", "eval.judge")
 # The method sections recipes had before the method registry: hashed even when
 # unset, as they always were. A section added since counts only when it is set,
 # so adding a method never renames the runs of existing recipes.

@@ -9,7 +9,7 @@ from prefect import task
 
 from pipeline_lib import suite as suite_package
 from pipeline_lib import tracking
-from pipeline_lib.reporting.figures import family_figure, rounds_figure
+from pipeline_lib.reporting.figures import benchmark_figures, family_figure, rounds_figure
 from pipeline_lib.suite.files import ITEMS_FILE
 from pipeline_lib.suite.scoring import METRICS_FILE, SCORES_FILE, flat_metrics, read_metrics, score_samples
 from pipeline_lib.tracking.lineage import register_final_model
@@ -42,13 +42,16 @@ def log_round(
     metrics: Mapping[str, float] | None = None,
     tables: Mapping[str, list[dict]] | None = None,
     datasets: Mapping[str, str] | None = None,
+    artifacts: Mapping[str, str] | None = None,
 ) -> dict[str, float]:
     """Log a round to its child run and, stepped by round, to the parent.
 
     Held-out metrics always; with ``trained`` (the round's new model) its
     training metrics and loss curve, and the model as an MLflow LoggedModel
     with the round's metrics linked; ``outputs``, ``metrics``, ``tables`` and
-    ``datasets`` are what the method adds (SEFT: its revisions and targets).
+    ``datasets`` are what the method adds (SEFT: its revisions and targets);
+    ``artifacts`` are files to attach, by the artifact folder they go in
+    (lm-eval's results).
     A rerun that reuses the same outputs finds the child it logged before and
     logs nothing again, so resuming never duplicates rows or points.
     """
@@ -67,6 +70,8 @@ def log_round(
         tracking.log_figure(figure, f"eval/families_round{round_index}.png", run_id=run_id)
         for name, rows in (tables or {}).items():
             tracking.log_table(rows, name, run_id=run_id)
+        for path, folder in (artifacts or {}).items():
+            tracking.log_artifact(path, folder, run_id=run_id)
         for name, rows_file in (datasets or {}).items():
             tracking.log_dataset(Path(rows_file), name=name, context="train", run_id=run_id)
         if trained:
@@ -86,6 +91,13 @@ def register_model(parent_run_id: str, final_model: str, name: str) -> str | Non
 def log_score_by_round(parent_run_id: str, rounds: dict[int, dict[str, float]]) -> None:
     figure = rounds_figure(rounds, "held-out suite by round")
     tracking.log_figure(figure, "eval/score_by_round.png", run_id=parent_run_id)
+
+
+@task(name="log-benchmarks-by-round", retries=2, retry_delay_seconds=2, tags=["tracking"])
+def log_benchmarks_by_round(parent_run_id: str, rounds: dict[int, dict[str, float]]) -> None:
+    """A plot per benchmark of ``eval.benchmarks`` by round, on the run."""
+    for prefix, figure in benchmark_figures(rounds).items():
+        tracking.log_figure(figure, f"benchmarks/{prefix}_by_round.png", run_id=parent_run_id)
 
 
 def _sample_rows(scores_file: Path) -> list[dict]:

@@ -94,6 +94,23 @@ def alignflow_home() -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_model() -> Path:
+    """The shared tiny-llama: SmolLM2's tokenizer, random weights whose output depends on the context."""
+    from pipeline_lib.models import resolve_model
+
+    return resolve_model("tiny-llama")
+
+
+@pytest.fixture(scope="session")
+def hf_sampler(tiny_model: Path):
+    """The tiny model in an HF sampler, batch 8, shared by a worker's sampling tests."""
+    from pipeline_lib.sampling.hf import HFSampler
+
+    with HFSampler(tiny_model, batch_size=8, progress=False) as sampler:
+        yield sampler
+
+
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data folder not found at {SHARED_DATA}")

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from transformers import TrainerCallback, TrainingArguments
 
-from pipeline_lib.models import load_causal_lm, load_tokenizer, resolve_model
+from pipeline_lib.models import load_causal_lm, load_tokenizer
 from pipeline_lib.training.objectives import train_model
 from pipeline_lib.training.collate import PairCollator, SequenceCollator
 from pipeline_lib.training.config import IftConfig, LoraConfig, PreferenceConfig, TrainConfig
@@ -33,11 +33,6 @@ IGNORE = -100
 def prompt(i: int) -> list[dict[str, str]]:
     # A short system message: the template's default one would triple every sequence's length.
     return [{"role": "system", "content": "Be brief."}, {"role": "user", "content": f"What is {i} plus {i}?"}]
-
-
-@pytest.fixture(scope="module")
-def tiny_model() -> Path:
-    return resolve_model("tiny-llama")
 
 
 @pytest.fixture(scope="module")

@@ -95,7 +95,11 @@ TINY_REVISER = [*SMALL_SUITE, "reviser.n_prompts=4", "seft.pool_prompts=4",
                 "reviser.warmup.epochs=1", "reviser.train.epochs=1"]  # fmt: skip
 RUNS: list[tuple[str, str, str, list[str]]] = [
     # (label, method, recipe, overrides)
-    ("evaluate", "evaluate", "evaluate-tiny.yaml", ["suite.n_eval=4"]),
+    # With judged benchmarks, so that eval.judge is read (its endpoint fields: _judge_endpoint_probe).
+    ("evaluate", "evaluate", "evaluate-tiny.yaml", [
+        "suite.n_eval=4", "eval.benchmarks=[{name: suite}, {name: mt_bench, limit: 1, max_new_tokens: 2}, {name: pairwise, limit: 2, max_new_tokens: 2}]",
+        "eval.judge.model=tiny-llama", "eval.judge.max_new_tokens=2", "eval.judge.batch_size=2", "eval.judge.temperature=0",
+    ]),  # fmt: skip
     # One round: the reviser (both phases, the preference set) and every round stage. The reviser's
     # phases train as the policy runs below do: LoRA, OnDARE, IFT with its linear schedule.
     ("seft", "seft", "seft-tiny.yaml",
@@ -398,6 +402,20 @@ def _vllm_sampler_probe(recorder: FieldReads, monkeypatch: pytest.MonkeyPatch) -
     assert (options.enforce_eager, options.extra_args, received["keep_warm"]) == (False, ("--x",), 3)
 
 
+def _judge_endpoint_probe(recorder: FieldReads, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``eval.judge``'s endpoint fields are read only with an OpenAI-compatible server (tests/test_judge_endpoint.py
+    runs one); here the real judge client reads them and stops at the unset key variable, before any request."""
+    from pipeline_lib.benchmarks.config import JudgeConfig
+    from pipeline_lib.benchmarks.judge import EndpointJudge, judge_identity
+
+    monkeypatch.delenv("ALIGNFLOW_PROBE_KEY", raising=False)
+    config = JudgeConfig(base_url="http://127.0.0.1:9/v1", served_model_name="judge", api_key_env="ALIGNFLOW_PROBE_KEY")
+    recorder.place(config, "eval.judge.")
+    assert judge_identity(config)["served_model_name"] == "judge"
+    with pytest.raises(UserError, match="ALIGNFLOW_PROBE_KEY is not set"):
+        EndpointJudge(config)
+
+
 def unread_settings(recorder: FieldReads) -> list[str]:
     """Leaf settings that no run of a method accepting them read (the sampler probe counts for every method)."""
     return [
@@ -420,6 +438,7 @@ def test_every_recipe_setting_is_read_by_a_method_that_accepts_it(monkeypatch, o
     # Every method samples through make_sampler, so what it reads counts for each of them.
     with recorder.recording("any"):
         _vllm_sampler_probe(recorder, monkeypatch)
+        _judge_endpoint_probe(recorder, monkeypatch)
 
     assert {method for _, method, _, _ in RUNS} == set(METHODS), "one run per method"
     assert not any(recorder.unplaced.values()), f"reads of sections with no known place: {dict(recorder.unplaced)}"

@@ -11,7 +11,6 @@ import torch
 from transformers import AutoModelForCausalLM, LlamaForCausalLM, PreTrainedTokenizerBase
 
 from pipeline_lib.core.errors import UserError
-from pipeline_lib.models import resolve_model
 from pipeline_lib.sampling.config import SamplerConfig
 from pipeline_lib.sampling import (
     SAMPLES_SCHEMA,
@@ -34,15 +33,8 @@ QUESTIONS = [
 
 
 @pytest.fixture(scope="session")
-def tiny_model() -> Path:
-    """The shared tiny-llama: SmolLM2's tokenizer, random weights whose output depends on the context."""
-    return resolve_model("tiny-llama")
-
-
-@pytest.fixture(scope="session")
-def sampler(tiny_model: Path) -> HFSampler:
-    with HFSampler(tiny_model, batch_size=8, progress=False) as loaded:
-        yield loaded
+def sampler(hf_sampler: HFSampler) -> HFSampler:
+    return hf_sampler
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ from transformers import TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
 from pipeline_lib.core.errors import UserError
-from pipeline_lib.models import count_parameters, load_causal_lm, load_tokenizer, resolve_model
+from pipeline_lib.models import count_parameters, load_causal_lm, load_tokenizer
 from pipeline_lib.sampling import render_chat
 from pipeline_lib.training.objectives import train_sft
 from pipeline_lib.training.config import LoraConfig, TrainConfig
@@ -34,11 +34,6 @@ def chat_row(question: str, answer: str) -> dict[str, Any]:
 
 # Answers of different lengths, so that batches need padding.
 ROWS = [chat_row(f"What is {i} plus {i}?", f"The answer is {2 * i}." + " Indeed." * (i % 3)) for i in range(16)]
-
-
-@pytest.fixture(scope="module")
-def tiny_model() -> Path:
-    return resolve_model("tiny-llama")
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from pipeline_lib.core.errors import UserError
-from pipeline_lib.models import load_tokenizer, resolve_model
+from pipeline_lib.models import load_tokenizer
 from pipeline_lib.sampling import SAMPLES_SCHEMA, SamplingParams, make_sampler, render_chat, sample_to_parquet
 from pipeline_lib.sampling.config import SamplerConfig
 from pipeline_lib.sampling.environment import vllm_python
@@ -48,11 +48,6 @@ QUESTIONS = [
     "Write a haiku about autumn.",
 ]
 GREEDY = SamplingParams(temperature=0, max_new_tokens=16, n=2)
-
-
-@pytest.fixture(scope="module")
-def tiny_model() -> Path:
-    return resolve_model("tiny-llama")
 
 
 @pytest.fixture(scope="module")

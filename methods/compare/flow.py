@@ -90,6 +90,7 @@ def _method_run(parent_run_id: str, label: str, method: str) -> str:
 def _log_leaderboard(parent_run_id: str, rows: list[dict], markdown: str) -> None:
     for row in rows:
         metrics = {m.metric(m.LEADERBOARD, row["method"], name): row[name] for name in LOGGED}
+        metrics |= {m.metric(m.LEADERBOARD, row["method"], name): value for name, value in row.get("benchmarks", {}).items()}
         tracking.log_metrics(metrics, run_id=parent_run_id)
     tracking.log_table(rows, "leaderboard.json", run_id=parent_run_id)
     tracking.log_text(markdown, "leaderboard.md", run_id=parent_run_id)

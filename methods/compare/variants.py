@@ -117,16 +117,28 @@ def leaderboard_row(label: str, final: dict[str, float], variant_root: Path) -> 
         "score_delta_high": final.get(m.EVAL_SCORE_DELTA_HIGH),
         "wall_s": wall_seconds(variant_root),
         "train_tokens": train_tokens(variant_root),
+        # eval.benchmarks' main numbers, each with its change from the start when it has one.
+        "benchmarks": {name: final[name] for name in m.headlines(final)},
+        "benchmark_deltas": {name: delta for name in m.headlines(final) if (delta := _delta(final, name))},
     }
+
+
+def _delta(final: dict[str, float], name: str) -> list[float] | None:
+    """A benchmark's change from the start, with its interval: of MT-Bench's score, of a pairwise win rate."""
+    prefix = name.split("/")[0]
+    if name.endswith("lc_win_rate") or f"{prefix}/delta" not in final:
+        return None
+    return [final[f"{prefix}/delta{end}"] for end in ("", "_low", "_high")]
 
 
 def leaderboard_markdown(rows: list[dict[str, Any]], start: dict[str, float]) -> str:
     """The leaderboard, best held-out score first, with the starting model as the first line."""
     first = [f"{start[m.EVAL_SCORE]:.3f}", f"{start[m.EVAL_PASS_RATE]:.3f}", f"{start[m.EVAL_LENGTH]:.1f}"]
+    benchmarks = sorted({name for row in rows for name in row.get("benchmarks", {})})
     table = [
         ["method", "held-out score", "against start (95 % CI)", "pass rate", "length (tokens)", "wall time (s)",
-         "training tokens"],
-        ["*start*", first[0], "–", *first[1:], "–", "–"],
+         "training tokens", *benchmarks],
+        ["*start*", first[0], "–", *first[1:], "–", "–", *(_number(start.get(name)) for name in benchmarks)],
     ]  # fmt: skip
     for row in sorted(rows, key=lambda r: -r["score"]):
         bounds = (row["score_delta"], row["score_delta_low"], row["score_delta_high"])
@@ -134,5 +146,17 @@ def leaderboard_markdown(rows: list[dict[str, Any]], start: dict[str, float]) ->
         table.append([
             row["method"], f"{row['score']:.3f}", against_start, f"{row['pass_rate']:.3f}",
             f"{row['length']:.1f}", f"{row['wall_s']:.0f}", str(row["train_tokens"]),
+            *(_benchmark_cell(row, name) for name in benchmarks),
         ])  # fmt: skip
-    return render_markdown(table, right=range(1, 7))
+    return render_markdown(table, right=range(1, 7 + len(benchmarks)))
+
+
+def _number(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
+def _benchmark_cell(row: dict[str, Any], name: str) -> str:
+    """The benchmark's number, and its change from the start with the paired interval (win rates and scores)."""
+    value = _number(row.get("benchmarks", {}).get(name))
+    delta = row.get("benchmark_deltas", {}).get(name)
+    return f"{value} ({describe_interval(*delta)})" if delta else value

@@ -20,7 +20,7 @@ def new_figure(width: float, height: float, panels: int = 1) -> tuple[Any, list[
     return figure, list(axes)
 
 
-def plot_by_round(axes: Any, lines: Mapping[str, Mapping[int, float]], title: str) -> None:
+def plot_by_round(axes: Any, lines: Mapping[str, Mapping[int, float]], title: str, ylim: tuple[float, float] | None = (0, 1)) -> None:
     """One line per label of a 0-to-1 metric against the round, each round a tick."""
     for label, values in lines.items():
         steps = sorted(values)
@@ -29,7 +29,8 @@ def plot_by_round(axes: Any, lines: Mapping[str, Mapping[int, float]], title: st
     axes.set_title(title)
     axes.set_xticks(sorted({step for values in lines.values() for step in values}))
     axes.set_xlabel("round")
-    axes.set_ylim(0, 1)
+    if ylim:
+        axes.set_ylim(*ylim)
 
 
 def family_figure(metrics: dict[str, Any], title: str):
@@ -55,6 +56,24 @@ def rounds_figure(rounds: dict[int, dict[str, float]], title: str):
     plot_by_round(axes, lines, title)
     axes.legend()
     return figure
+
+
+def benchmark_figures(rounds: Mapping[int, Mapping[str, float]]) -> dict[str, Any]:
+    """One figure per benchmark by round, named by its metric prefix: MT-Bench's score (1-10), a pairwise
+    entry's win rate and LC win rate, lm-eval's task metrics."""
+    by_prefix: dict[str, dict[str, dict[int, float]]] = {}
+    for k, metrics in rounds.items():
+        for name, value in metrics.items():
+            prefix, _, rest = name.partition("/")
+            if m.is_headline(name):
+                by_prefix.setdefault(prefix, {}).setdefault(rest, {})[k] = value
+    figures = {}
+    for prefix, lines in sorted(by_prefix.items()):
+        figure, (axes,) = new_figure(5, 3.5)
+        plot_by_round(axes, lines, f"{prefix} by round", ylim=(1, 10) if prefix == m.MT_BENCH else (0, 1))
+        axes.legend()
+        figures[prefix] = figure
+    return figures
 
 
 def histogram(values: list[int], title: str, unit: str):

@@ -92,6 +92,23 @@ class Sampler(Protocol):
 
     def generate(self, prompts: list[str], params: SamplingParams) -> list[Sample]: ...
 
+    def choice_logprobs(self, prompts: list[str], candidates: Sequence[str]) -> list[list[float]]:
+        """For each already-rendered prompt, the total log-probability of each candidate continuation.
+
+        Row ``i`` holds, in the order of ``candidates``, the natural-log
+        probability of the candidate's tokens following prompt ``i``, summed
+        over those tokens: a constrained choice (a judge picking a label)
+        without sampling or parsing text. Each candidate is tokenized on its
+        own, with no special tokens, and its ids are appended to the prompt's
+        ids (see ``encode_choices``), so a candidate is scored as those exact
+        ids, not as whatever tokens the prompt text plus the candidate text
+        would merge into; the AlpacaEval judge's labels "m" and "M", say, are
+        one token each. A candidate with no tokens is a ``ValueError``.
+        """
+        # A body, unlike generate's: a backend (or test double) that subclasses
+        # this protocol without scoring must fail loudly, not return None.
+        raise NotImplementedError(f"the {self.name!r} sampler cannot score candidates")
+
     def close(self) -> None: ...
 
     def __enter__(self) -> Sampler:
@@ -130,6 +147,27 @@ def encode_prompts(tokenizer: Any, prompts: list[str]) -> list[list[int]]:
     if empty:
         raise ValueError(f"prompts {empty[:5]} are empty; every prompt needs at least one token")
     return encoded
+
+
+def encode_choices(
+    tokenizer: Any, prompts: list[str], candidates: Sequence[str]
+) -> tuple[list[list[int]], list[list[int]]]:
+    """Token ids of rendered prompts and of candidate continuations, as every backend scores them.
+
+    Candidates are tokenized on their own: tokenizing prompt and candidate as
+    one text could merge the candidate's first token with the prompt's last,
+    and the candidates of one choice would then not even be scored at the
+    same position.
+    """
+    if isinstance(candidates, str):
+        # A string is a Sequence[str] too; its letters as candidates is never what was meant.
+        raise TypeError("candidates must be a sequence of strings, not one string")
+    encoded_prompts = encode_prompts(tokenizer, prompts) if prompts else []
+    encoded = tokenizer(list(candidates), add_special_tokens=False)["input_ids"] if candidates else []
+    empty = [c for c, ids in zip(candidates, encoded, strict=True) if not ids]
+    if empty:
+        raise ValueError(f"candidates {empty[:5]!r} have no tokens; every candidate needs at least one")
+    return encoded_prompts, encoded
 
 
 def render_chat(tokenizer: Any, messages_or_prompt: str | Sequence[Message], add_generation_prompt: bool = True) -> str:

@@ -2,11 +2,14 @@
 
 Batches are left-padded with an attention mask built from prompt lengths, so a
 prompt's greedy output does not depend on which other prompts share its batch.
+Scoring candidates (``choice_logprobs``) pads the same way, with positions
+counted from each row's first real token.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +18,15 @@ from tqdm.auto import tqdm
 from transformers import GenerationConfig, PreTrainedModel
 
 from pipeline_lib.models import load_causal_lm, load_tokenizer
-from pipeline_lib.sampling.base import FinishReason, Sample, Sampler, SamplingParams, derive_seed, encode_prompts
+from pipeline_lib.sampling.base import (
+    FinishReason,
+    Sample,
+    Sampler,
+    SamplingParams,
+    derive_seed,
+    encode_choices,
+    encode_prompts,
+)
 from pipeline_lib.sampling.stops import first_stop, stop_token_ids
 
 
@@ -72,18 +83,41 @@ class HFSampler(Sampler):
             for s in range(params.n)
         ]
 
+    def choice_logprobs(self, prompts: list[str], candidates: Sequence[str]) -> list[list[float]]:
+        if self._model is None:
+            raise RuntimeError("this HFSampler is closed")
+        encoded, choices = encode_choices(self.tokenizer, prompts, candidates)
+        scores = [[0.0] * len(choices) for _ in encoded]
+        rows = [(p, c) for p in range(len(encoded)) for c in range(len(choices))]
+        # Longest first, as in generate: less padding, and out of memory on the first batch.
+        rows.sort(key=lambda row: (-len(encoded[row[0]]) - len(choices[row[1]]), row))
+        with tqdm(total=len(rows), unit="seq", desc="scoring", disable=not self.progress) as bar:
+            for start in range(0, len(rows), self.batch_size):
+                batch = rows[start : start + self.batch_size]
+                totals = self._score_batch([encoded[p] for p, _ in batch], [choices[c] for _, c in batch])
+                for (p, c), total in zip(batch, totals, strict=True):
+                    scores[p][c] = total
+                bar.update(len(batch))
+        return scores
+
     def close(self) -> None:
         self._model = None
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
-    def _generate_batch(self, token_lists: list[list[int]], params: SamplingParams, start: int) -> list[list[int]]:
+    def _left_padded(self, token_lists: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rows padded on the left to one width, with the mask that marks their real tokens."""
         width = max(len(t) for t in token_lists)
         input_ids = torch.full((len(token_lists), width), self.pad_token_id, dtype=torch.long)
         attention_mask = torch.zeros((len(token_lists), width), dtype=torch.long)
         for row, tokens in enumerate(token_lists):
             input_ids[row, width - len(tokens) :] = torch.tensor(tokens)
             attention_mask[row, width - len(tokens) :] = 1
+        return input_ids, attention_mask
+
+    def _generate_batch(self, token_lists: list[list[int]], params: SamplingParams, start: int) -> list[list[int]]:
+        input_ids, attention_mask = self._left_padded(token_lists)
+        width = input_ids.shape[1]
         config = GenerationConfig(
             max_new_tokens=params.max_new_tokens,
             do_sample=not params.greedy,
@@ -105,6 +139,42 @@ class HFSampler(Sampler):
                 tokenizer=self.tokenizer if params.stop else None,
             )
         return output[:, width:].tolist()
+
+    def _score_batch(self, prompt_lists: list[list[int]], choice_lists: list[list[int]]) -> list[float]:
+        """Summed log-probabilities of each row's candidate ids after its prompt ids, by teacher forcing.
+
+        Left padding puts every candidate at the end of its row, so only the
+        logits of the last few positions are computed: a vocabulary-wide row
+        for every prompt token would be most of the memory of a long prompt.
+        """
+        sequences = [prompt + choice for prompt, choice in zip(prompt_lists, choice_lists, strict=True)]
+        longest = max(len(c) for c in choice_lists)
+        input_ids, attention_mask = self._left_padded(sequences)
+        width = input_ids.shape[1]
+        # A plain forward pass numbers positions 0..width-1 whatever the mask
+        # says; generate() counts them from each row's first real token, and
+        # so must we: a model with absolute position embeddings would
+        # otherwise score a row differently in a wider batch (a rotary one,
+        # which sees only relative positions, just in rounding).
+        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        with torch.inference_mode():
+            logits = self._model(
+                input_ids=input_ids.to(self.device),
+                attention_mask=attention_mask.to(self.device),
+                position_ids=position_ids.to(self.device),
+                logits_to_keep=longest + 1,
+                use_cache=False,
+            ).logits
+            # The logits at position t predict token t + 1: the last `longest`
+            # targets are predicted by all but the last kept position.
+            logprobs = logits[:, :-1].float().log_softmax(-1)
+            targets = input_ids[:, width - longest :].to(self.device)
+            picked = logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+            lengths = torch.tensor([len(c) for c in choice_lists], device=self.device)
+            in_choice = torch.arange(longest, device=self.device) >= (longest - lengths).unsqueeze(-1)
+            # where, not a product: a padding position's value is never read, even if it is not finite.
+            totals = torch.where(in_choice, picked, 0.0).double().sum(-1)
+        return totals.tolist()
 
     def _to_sample(
         self, prompt_index: int, sample_index: int, prompt_tokens: int, tokens: list[int], params: SamplingParams

@@ -4,7 +4,9 @@ Prompts are tokenized here, exactly as the HF backend tokenizes them, and
 sent as token ids, so both backends condition on the same tokens and stop on
 the same EOS ids; rows come back in the same order and schema. Requests run
 with bounded concurrency (``batch_size`` in flight), which is what lets
-vLLM's continuous batching keep the model busy.
+vLLM's continuous batching keep the model busy. Scoring candidates
+(``choice_logprobs``) reads vLLM's prompt logprobs for the same ids the HF
+backend scores.
 """
 
 from __future__ import annotations
@@ -14,16 +16,18 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
 
 from pipeline_lib.core.errors import UserError
 from pipeline_lib.models import load_tokenizer
-from pipeline_lib.sampling.base import Sample, Sampler, SamplingParams, derive_seed, encode_prompts
+from pipeline_lib.sampling.base import Sample, Sampler, SamplingParams, derive_seed, encode_choices, encode_prompts
 from pipeline_lib.sampling.stops import configured_eos, stop_token_ids
 from pipeline_lib.sampling.vllm_server import (
     POOL,
@@ -37,6 +41,8 @@ from pipeline_lib.sampling.vllm_server import (
 
 EXTERNAL_RETRIES = 3
 REQUEST_TIMEOUT_S = 900.0
+
+T = TypeVar("T")
 
 
 class ServerGone(ConnectionError):
@@ -85,39 +91,64 @@ class VLLMSampler(Sampler):
         if not prompts:
             return []
         encoded = encode_prompts(self.tokenizer, prompts)
-        attempts = 2 if self.server is not None else EXTERNAL_RETRIES
-        for attempt in range(1, attempts + 1):
-            try:
-                return self._generate_all(encoded, params)
-            except ServerGone as gone:
-                if attempt == attempts:
-                    raise ServerError(self._gone_message(gone)) from None
-                self._recover(gone, attempt)
-        raise AssertionError("unreachable")
+        return self._retrying(partial(self._generate_all, encoded, params))
+
+    def choice_logprobs(self, prompts: list[str], candidates: Sequence[str]) -> list[list[float]]:
+        encoded, choices = encode_choices(self.tokenizer, prompts, candidates)
+        if not encoded or not choices:
+            return [[] for _ in encoded]
+        requests = [partial(self._score, prompt_ids, choice_ids) for prompt_ids in encoded for choice_ids in choices]
+        totals = iter(self._retrying(partial(self._run_requests, requests, "scoring (vllm)")))
+        return [[next(totals) for _ in choices] for _ in encoded]
 
     def close(self) -> None:
         if self.server is not None:
             POOL.release(self.server, self.keep_warm)
             self.server = None
 
-    def _generate_all(self, encoded: list[list[int]], params: SamplingParams) -> list[Sample]:
-        # Greedy samples of one prompt are identical: ask for one and copy it.
-        n = 1 if params.greedy else params.n
-        results: list[list[Sample]] = [[] for _ in encoded]
-        pool = ThreadPoolExecutor(max_workers=self.batch_size)
-        with tqdm(total=len(encoded) * n, unit="seq", desc="sampling (vllm)", disable=not self.progress) as bar:
-            futures = {
-                pool.submit(self._complete, ids, params, n, derive_seed(params.seed, "prompt", index) % 2**31): index
-                for index, ids in enumerate(encoded)
-            }
+    def _retrying(self, work: Callable[[], T]) -> T:
+        """Run ``work`` (all of a call's requests), running all of it again if the server goes away.
+
+        A server we started is restarted once; an external one is given a few
+        more tries. Requests that had finished are sent again too: they are
+        cheap next to a restart, and a call's results then all come from one
+        server.
+        """
+        attempts = 2 if self.server is not None else EXTERNAL_RETRIES
+        for attempt in range(1, attempts + 1):
             try:
-                for future, index in futures.items():
-                    results[index] = [replace(s, prompt_index=index) for s in future.result()]
-                    bar.update(n)
+                return work()
+            except ServerGone as gone:
+                if attempt == attempts:
+                    raise ServerError(self._gone_message(gone)) from None
+                self._recover(gone, attempt)
+        raise AssertionError("unreachable")
+
+    def _run_requests(self, requests: list[Callable[[], T]], desc: str, seqs_each: int = 1) -> list[T]:
+        """Results of ``requests`` in their order, ``batch_size`` of them in flight at a time."""
+        results: list[T] = []
+        pool = ThreadPoolExecutor(max_workers=self.batch_size)
+        with tqdm(total=len(requests) * seqs_each, unit="seq", desc=desc, disable=not self.progress) as bar:
+            futures = [pool.submit(request) for request in requests]
+            try:
+                for future in futures:
+                    results.append(future.result())
+                    bar.update(seqs_each)
             finally:
                 # On ctrl-C or a failed request, queued requests are dropped, not
                 # waited for; requests in flight end with the server.
                 pool.shutdown(wait=False, cancel_futures=True)
+        return results
+
+    def _generate_all(self, encoded: list[list[int]], params: SamplingParams) -> list[Sample]:
+        # Greedy samples of one prompt are identical: ask for one and copy it.
+        n = 1 if params.greedy else params.n
+        requests = [
+            partial(self._complete, ids, params, n, derive_seed(params.seed, "prompt", index) % 2**31)
+            for index, ids in enumerate(encoded)
+        ]
+        completed = self._run_requests(requests, "sampling (vllm)", seqs_each=n)
+        results = [[replace(s, prompt_index=index) for s in samples] for index, samples in enumerate(completed)]
         return [
             replace(results[p][0 if params.greedy else s], sample_index=s)
             for p in range(len(encoded))
@@ -148,6 +179,36 @@ class VLLMSampler(Sampler):
             count = len(tokens) if tokens is not None else response["usage"]["completion_tokens"] // n
             samples.append(Sample(0, choice["index"], choice["text"], len(prompt_ids), count, reason))
         return samples
+
+    def _score(self, prompt_ids: list[int], choice_ids: list[int]) -> float:
+        """The summed logprob of ``choice_ids`` after ``prompt_ids``, from vLLM's prompt logprobs.
+
+        The candidate is sent as the end of the prompt, so the server scores
+        exactly these ids (teacher-forced, like the HF backend) instead of
+        sampling. ``prompt_logprobs`` is vLLM's extension to the completions
+        API: per prompt position, the logprob of the token there given those
+        before it (0: no alternatives besides it), keyed by token id, so no
+        decoded text has to be matched back to tokens. vLLM wants at least
+        one new token; a greedy one costs a single decode step.
+        """
+        body: dict[str, Any] = {
+            "model": self.model_name,
+            "prompt": prompt_ids + choice_ids,
+            "max_tokens": 1,
+            "temperature": 0,
+            "prompt_logprobs": 0,
+        }
+        response = self._post("/v1/completions", body)
+        positions = response["choices"][0].get("prompt_logprobs")
+        if not positions or len(positions) != len(body["prompt"]):
+            raise UserError(
+                f"the vLLM server at {self.url} returned no prompt logprobs for a {len(body['prompt'])}-token prompt; "
+                "choice_logprobs needs vLLM's `prompt_logprobs` request parameter"
+            )
+        total = 0.0
+        for position, token in enumerate(choice_ids, start=len(prompt_ids)):
+            total += positions[position][str(token)]["logprob"]
+        return total
 
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         request = urllib.request.Request(

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from pipeline_lib.benchmarks.bootstrap import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES
+from pipeline_lib.benchmarks.config import JUDGED, Benchmark, JudgeConfig, SuiteBenchmark, benchmark_key
 from pipeline_lib.core.section import Section
+
 
 class SuiteConfig(Section):
     """The built-in verifiable task suite (the default dataset)."""
@@ -64,3 +66,28 @@ class EvalConfig(Section):
     max_new_tokens: int = Field(128, ge=1)
     batch_size: int = Field(32, ge=1)
     intervals: IntervalConfig | None = Field(None, description="null: 10 000 resamples, 95 % (the defaults above)")
+    benchmarks: list[Benchmark] | None = Field(None, description="null: [{name: suite}]; every round runs each entry")
+    judge: JudgeConfig | None = Field(None, description="grades mt_bench and pairwise entries")
+
+    @model_validator(mode="after")
+    def _benchmarks_fit(self) -> EvalConfig:
+        entries = self.benchmarks
+        if entries is None:
+            return self
+        if not entries:
+            raise ValueError("benchmarks is empty: list at least one entry, e.g. [{name: suite}]")
+        keys = [benchmark_key(e) for e in entries]
+        repeated = sorted({k for k in keys if keys.count(k) > 1})
+        if repeated:
+            raise ValueError(f"benchmarks lists {repeated} more than once; give each pairwise entry its own label")
+        if not any(e.name == "suite" for e in entries):
+            # Rounds are tabled, compared and plotted by the suite's score; the other entries add to it.
+            raise ValueError("benchmarks must keep {name: suite}: every round's table and comparison read its score")
+        judged = sorted({e.name for e in entries if e.name in JUDGED})
+        if judged and self.judge is None:
+            raise ValueError(f"benchmarks {judged} need a judge: set eval.judge.model or eval.judge.base_url")
+        return self
+
+    def entries(self) -> list[Benchmark]:
+        """The benchmarks every round runs: the recipe's, or the suite alone."""
+        return list(self.benchmarks) if self.benchmarks is not None else [SuiteBenchmark(name="suite")]
