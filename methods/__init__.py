@@ -129,6 +129,12 @@ def _seft_check(recipe: Any) -> None:
         raise ValueError(f"suite.n_train ({recipe.suite.n_train}) must cover reviser.n_prompts + {what} ({needed})")
 
 
+def _cel_check(recipe: Any) -> None:
+    # CEL is evaluated by playing held-out games, not by answering prompts.
+    if recipe.eval.benchmarks is not None or recipe.eval.judge is not None:
+        raise ValueError("eval.benchmarks and eval.judge are not used by cel, which plays held-out games (cel.eval_episodes)")
+
+
 def _compare_check(recipe: Any) -> None:
     if recipe.compare is None:
         raise ValueError("method 'compare' needs a 'compare' section listing the methods")
@@ -171,6 +177,6 @@ METHODS: dict[str, Method] = {
             roles=("prompts", "sft", "preference", "revisions"),
         ),
         Method("cel", "methods.cel.flow:cel_flow", "CEL: an agent learns a grid game by rewriting its rules",
-               sections=("cel",), defaults=present("cel"), example="configs/cel-frozenlake.yaml"),
+               sections=("cel",), defaults=present("cel"), check=_cel_check, example="configs/cel-frozenlake.yaml"),
     )
 }

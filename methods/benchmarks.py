@@ -21,6 +21,7 @@ from pipeline_lib.sampling import SamplingParams
 from tasks.benchmarks import (
     baseline_outputs,
     benchmark_prompts,
+    lm_eval_stage,
     mt_bench_answers,
     mt_bench_judgments,
     pairwise_judgments,
@@ -33,11 +34,8 @@ from tasks.models import provision_model
 from tasks.sampling import generate_answers
 
 TABLE_ROWS = 400
-# (MLflow parent run, round) -> that round's model, for a pairwise baseline of round 0 or the previous round.
-_ROUND_MODELS: dict[tuple[str, int], str] = {}
-_PARAMS_LOGGED: set[tuple[str, str]] = set()
-# (MLflow parent run, benchmark, round) -> its judgments, for round k against round 0.
-_ROUND_OUTPUTS: dict[tuple[str, str, int], str] = {}
+# (MLflow parent run, what): done once per run (the judge params of a benchmark, the endpoint check).
+_ONCE: set[tuple[str, str]] = set()
 
 
 @dataclass
@@ -50,7 +48,6 @@ class BenchmarkResults:
 
 def run_benchmarks(ctx: RunContext, model: str, k: int, suite_eval: str) -> BenchmarkResults:
     """Every non-suite entry of ``eval.benchmarks`` on round k's ``model``."""
-    _ROUND_MODELS[ctx.parent, k] = model
     _check_endpoint(ctx)
     results = BenchmarkResults()
     for entry in ctx.recipe.eval.entries():
@@ -66,10 +63,10 @@ def run_benchmarks(ctx: RunContext, model: str, k: int, suite_eval: str) -> Benc
             continue
         key = benchmark_key(entry)
         judged_by = read_judge(folder)
-        if judged_by and (ctx.parent, key) not in _PARAMS_LOGGED:
+        if judged_by and (ctx.parent, key) not in _ONCE:
             # The judge and its prompt versions, as params: every judgment of the run was made by them.
             tracking.log_config({"benchmark": {key: judged_by}}, run_id=ctx.parent)
-            _PARAMS_LOGGED.add((ctx.parent, key))
+            _ONCE.add((ctx.parent, key))
         results.metrics.update(read_benchmark_metrics(folder))
         results.metrics.update(_intervals(ctx, entry, key, k, folder))
         results.outputs[key] = folder
@@ -83,9 +80,9 @@ def run_benchmarks(ctx: RunContext, model: str, k: int, suite_eval: str) -> Benc
 def _check_endpoint(ctx: RunContext) -> None:
     """An endpoint judge that does not answer, or serves another model, stops the run before any answer is made."""
     judge = ctx.recipe.eval.judge
-    if judge is not None and judge.base_url and (ctx.parent, "endpoint") not in _PARAMS_LOGGED:
+    if judge is not None and judge.base_url and (ctx.parent, "endpoint") not in _ONCE:
         EndpointJudge(judge)
-        _PARAMS_LOGGED.add((ctx.parent, "endpoint"))
+        _ONCE.add((ctx.parent, "endpoint"))
 
 
 def _judge_args(ctx: RunContext) -> dict[str, Any]:
@@ -138,15 +135,13 @@ def _baseline(ctx: RunContext, entry: PairwiseBenchmark, key: str, k: int, items
         if k == 0:
             print(f"eval.benchmarks {key}: round 0 is its own baseline ({baseline.model}); judged from round 1", file=sys.stderr)
             return None
-        model = _ROUND_MODELS[ctx.parent, 0 if baseline.model == "round0" else k - 1]
-    else:
-        model = provision_model(str(baseline.model))
-    return _answers(ctx, entry, key, k, model, items, label=f"{key}-baseline")
+        # That round's answers to the same prompts, as its link in the run folder (rounds run in order, and a
+        # round Prefect reattaches on a retry has its links from before).
+        return str(ctx.layout.stage(f"{generate_answers.name}-{key}", 0 if baseline.model == "round0" else k - 1).resolve())
+    return _answers(ctx, entry, key, k, provision_model(str(baseline.model)), items, label=f"{key}-baseline")
 
 
 def _lm_eval(ctx: RunContext, entry: LmEvalBenchmark, model: str, k: int, suite_eval: str) -> str:
-    from tasks.benchmarks import lm_eval_stage
-
     return ctx.run(
         lm_eval_stage, k, model=model, items=suite_eval if "alignflow_suite" in entry.tasks else None, tasks=entry.tasks,
         include_path=entry.include_path, limit=entry.limit, num_fewshot=entry.num_fewshot, max_new_tokens=entry.max_new_tokens,
@@ -163,15 +158,23 @@ def _intervals(ctx: RunContext, entry: Any, key: str, k: int, folder: str) -> di
     if isinstance(entry, PairwiseBenchmark) and any(v is not None for v in scores.values()):
         win = bootstrap_mean(list(scores.values()), null=0.5, seed=ctx.seed("interval", key, k), **options)
         out |= {metric(key, "win_rate_low"): win.low, metric(key, "win_rate_high"): win.high}
-    start = _ROUND_OUTPUTS.get((ctx.parent, key, 0))
-    _ROUND_OUTPUTS[ctx.parent, key, k] = folder
-    if k > 0 and start:
+    start = ctx.layout.stage(_link_name(entry, key), 0)
+    if k > 0 and start.exists():
         before = read_item_scores(start)
         shared = sorted(set(scores) & set(before))
         if any(scores[i] is not None and before[i] is not None for i in shared):
             delta = paired_bootstrap([scores[i] for i in shared], [before[i] for i in shared], seed=ctx.seed("interval", key, k), **options)
             out |= {metric(key, "delta"): delta.difference, metric(key, "delta_low"): delta.low, metric(key, "delta_high"): delta.high}
     return out
+
+
+def _link_name(entry: Any, key: str) -> str:
+    """Where a benchmark's last stage is linked in a round's folder."""
+    if isinstance(entry, MTBenchBenchmark):
+        return mt_bench_judgments.name
+    if isinstance(entry, PairwiseBenchmark):
+        return f"{pairwise_judgments.name}-{key}"
+    return lm_eval_stage.name
 
 
 def _table(folder: str) -> list[dict] | None:

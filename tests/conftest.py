@@ -111,6 +111,17 @@ def hf_sampler(tiny_model: Path):
 
 
 @pytest.fixture(scope="session")
+def tiny_vllm(tiny_model: Path):
+    """One vLLM server (float32) for the tiny model, shared by the vLLM tests of a worker: they run in one
+    xdist group, and each server start costs about 30 s. Stopped at the end of the session."""
+    from pipeline_lib.sampling.vllm_client import VLLMSampler
+    from pipeline_lib.sampling.vllm_server import ServerOptions
+
+    with VLLMSampler(tiny_model, ServerOptions(), batch_size=8, progress=False) as sampler:
+        yield sampler
+
+
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data folder not found at {SHARED_DATA}")

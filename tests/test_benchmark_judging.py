@@ -197,3 +197,12 @@ def test_leaderboard_has_a_column_per_benchmark_with_its_change_and_interval(tmp
     assert first.endswith("| 3.000 | – | 0.100 |")
     assert "3.500 (+0.500 [+0.100, +0.900])" in line and "0.120 (+0.020 [-0.030, +0.070] within noise)" in line
     assert "| 0.150 |" in line
+
+
+def test_cel_refuses_benchmarks_it_would_not_run():
+    from methods.recipe import load_recipe
+    from pipeline_lib.core.errors import UserError
+
+    recipe = Path(__file__).resolve().parents[1] / "configs" / "cel-frozenlake-tiny.yaml"
+    with pytest.raises(UserError, match="not used by cel"):
+        load_recipe(recipe, ["eval.benchmarks=[{name: suite}]"])

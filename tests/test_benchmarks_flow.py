@@ -126,3 +126,25 @@ def test_pairwise_against_a_model_judges_its_greedy_answers(capsys):
     assert (run_dir / "round-0" / "generate-answers-pairwise-baseline").resolve() == ours
     metrics = json.loads((run_dir / "round-0" / "pairwise-judgments-pairwise" / "metrics.json").read_text())
     assert metrics["pairwise/win_rate"] == pytest.approx(0.5) and metrics["pairwise/judgments"] == 6
+
+
+def test_a_trained_round_is_judged_against_round_0_and_its_change_has_an_interval(capsys):
+    recipe_path = str(REPO / "configs" / "sft-tiny.yaml")
+    settings = [
+        "eval.benchmarks=[{name: suite}, {name: mt_bench, limit: 1, max_new_tokens: 4},"
+        " {name: pairwise, limit: 3, max_new_tokens: 4, baseline: {model: round0}}]",
+        "eval.judge.model=tiny-llama", "eval.judge.max_new_tokens=4", "train.lr=3e-3",
+    ]  # fmt: skip
+    out, _ = run_recipe(capsys, recipe_path, *settings)
+    run_dir = Path(out.split("run folder:")[1].split()[0])
+    assert not (run_dir / "round-0" / "pairwise-judgments-pairwise").exists()  # round 0 is its own baseline
+    judged = run_dir / "round-1" / "pairwise-judgments-pairwise"
+    table = json.loads((judged / "metrics.json").read_text())
+    assert table["pairwise/judgments"] == 6 and 0 <= table["pairwise/win_rate"] <= 1
+    recipe = load_recipe(recipe_path, settings)
+    client = MlflowClient(tracking.default_tracking_uri())
+    parent = client.get_run(tracking.find_run(recipe.tracking.experiment, config_hash(recipe)))
+    history = {m.step: m.value for m in client.get_metric_history(parent.info.run_id, "mt_bench/delta")}
+    low = {m.step: m.value for m in client.get_metric_history(parent.info.run_id, "mt_bench/delta_low")}
+    assert list(history) == [1] and low[1] <= history[1]
+    assert "mt_bench, round 1 against round 0:" in out and "pairwise win rate, round 1:" in out

@@ -123,10 +123,9 @@ def test_bad_candidates_are_errors(hf_sampler: HFSampler, prompts: list[str]) ->
 
 
 @pytest.fixture(scope="module")
-def vllm(tiny_model: Path) -> VLLMSampler:
-    """One server for the module's vLLM tests, in float32 like the HF sampler; stopped (not kept warm) at the end."""
-    with VLLMSampler(tiny_model, ServerOptions(dtype="float32"), batch_size=4, progress=False) as sampler:
-        yield sampler
+def vllm(tiny_vllm: VLLMSampler) -> VLLMSampler:
+    """The worker's tiny-model server, in float32 like the HF sampler."""
+    return tiny_vllm
 
 
 # Both backends run float32 on the same ids; they differ only in kernels (vLLM's CPU attention and

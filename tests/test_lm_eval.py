@@ -170,20 +170,14 @@ def test_completions_url_accepts_a_servers_root_its_v1_or_the_endpoint():
 @pytest.mark.skipif(
     vllm_python() is None, reason="no vLLM environment (.venv-vllm or ALIGNFLOW_VLLM_PYTHON): run `make setup-vllm`"
 )
-def test_local_completions_against_vllm_gives_hfs_greedy_answers_and_score(hf_run, tiny_model, task_dir, tmp_path):
-    from pipeline_lib.sampling.vllm_server import POOL, ModelToServe, ServerOptions
-
-    server = POOL.acquire(ModelToServe(tiny_model), ServerOptions(), keep=0)
-    try:
-        metrics = run_lm_eval(
-            tiny_model, [SUITE_TASK], tmp_path, include_path=str(task_dir), limit=LIMIT, backend="vllm", base_url=server.url
-        )
-    finally:
-        POOL.release(server, keep=0)
+def test_local_completions_against_vllm_gives_hfs_greedy_answers_and_score(hf_run, tiny_model, tiny_vllm, task_dir, tmp_path):
+    metrics = run_lm_eval(
+        tiny_model, [SUITE_TASK], tmp_path, include_path=str(task_dir), limit=LIMIT, backend="vllm", base_url=tiny_vllm.url
+    )
     hf_metrics, hf_out = hf_run
     # Same float32 weights, same token ids in (tokenized here with the model's tokenizer), greedy:
     # the same answers, so the same score.
     assert [s["filtered_resps"] for s in _samples(tmp_path)] == [s["filtered_resps"] for s in _samples(hf_out)]
     assert metrics == hf_metrics
     config = json.loads((tmp_path / RESULTS_FILE).read_text())["config"]
-    assert config["model"] == "local-completions" and config["model_args"]["base_url"] == f"{server.url}/v1/completions"
+    assert config["model"] == "local-completions" and config["model_args"]["base_url"] == f"{tiny_vllm.url}/v1/completions"

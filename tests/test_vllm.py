@@ -57,10 +57,9 @@ def prompts(tiny_model: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def vllm(tiny_model: Path) -> VLLMSampler:
-    """One server for the module's tests; it is stopped (not kept warm) at the end."""
-    with VLLMSampler(tiny_model, ServerOptions(), batch_size=8, progress=False) as sampler:
-        yield sampler
+def vllm(tiny_vllm: VLLMSampler) -> VLLMSampler:
+    """The worker's tiny-model server (tests/conftest.py), shared with the other vLLM tests."""
+    return tiny_vllm
 
 
 @pytest.fixture(scope="module")
