@@ -171,3 +171,12 @@ def test_vllm_scoring_retries_like_generate(
         assert_scores_close(client.choice_logprobs(prompts[:2], CANDIDATES), hf_scores[:2], atol=HF_VLLM_ATOL)
     assert waits == [2.0]
     assert "retrying in 2 s" in capfd.readouterr().err
+
+
+def test_one_token_candidates_read_in_one_pass_match_the_general_path(hf_sampler: HFSampler, prompts: list[str]) -> None:
+    labels = ["m", "M"]
+    assert all(len(hf_sampler.tokenizer(t, add_special_tokens=False)["input_ids"]) == 1 for t in labels)
+    fast = hf_sampler.choice_logprobs(prompts, labels)
+    # A two-token candidate sends every candidate through the teacher-forced path.
+    general = hf_sampler.choice_logprobs(prompts, [*labels, "m M"])
+    assert_scores_close(fast, [row[:2] for row in general], atol=1e-4)

@@ -87,6 +87,8 @@ class HFSampler(Sampler):
         if self._model is None:
             raise RuntimeError("this HFSampler is closed")
         encoded, choices = encode_choices(self.tokenizer, prompts, candidates)
+        if choices and all(len(c) == 1 for c in choices):
+            return self._next_token_logprobs(encoded, [c[0] for c in choices])
         scores = [[0.0] * len(choices) for _ in encoded]
         rows = [(p, c) for p in range(len(encoded)) for c in range(len(choices))]
         # Longest first, as in generate: less padding, and out of memory on the first batch.
@@ -139,6 +141,27 @@ class HFSampler(Sampler):
                 tokenizer=self.tokenizer if params.stop else None,
             )
         return output[:, width:].tolist()
+
+    def _next_token_logprobs(self, encoded: list[list[int]], ids: list[int]) -> list[list[float]]:
+        """Every candidate is one token (a judge's labels): one pass per prompt reads them all from its
+        next-token distribution, instead of one pass per candidate."""
+        scores: list[list[float]] = [[] for _ in encoded]
+        order = sorted(range(len(encoded)), key=lambda p: (-len(encoded[p]), p))
+        with tqdm(total=len(order), unit="seq", desc="scoring", disable=not self.progress) as bar:
+            for start in range(0, len(order), self.batch_size):
+                batch = order[start : start + self.batch_size]
+                input_ids, attention_mask = self._left_padded([encoded[p] for p in batch])
+                position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # as in _score_batch
+                with torch.inference_mode():
+                    logits = self._model(
+                        input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device),
+                        position_ids=position_ids.to(self.device), logits_to_keep=1, use_cache=False,
+                    ).logits  # fmt: skip
+                    rows = logits[:, -1].float().log_softmax(-1)[:, ids].double().tolist()
+                for p, row in zip(batch, rows, strict=True):
+                    scores[p] = row
+                bar.update(len(batch))
+        return scores
 
     def _score_batch(self, prompt_lists: list[list[int]], choice_lists: list[list[int]]) -> list[float]:
         """Summed log-probabilities of each row's candidate ids after its prompt ids, by teacher forcing.
