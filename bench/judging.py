@@ -45,6 +45,8 @@ def main() -> int:
     parser.add_argument("--verdict-tokens", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--backends", nargs="+", default=["hf", "vllm"], choices=["hf", "vllm"])
+    parser.add_argument("--modes", nargs="+", default=["logprobs", "verdict"], choices=["logprobs", "verdict"],
+                        help="in this order: on vLLM the second mode finds the prompts in the prefix cache")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "judging.json")
     args = parser.parse_args()
 
@@ -69,7 +71,7 @@ def main() -> int:
         try:
             if backend == "vllm":
                 judge.choose(conversations[:2], ALPACA_LABELS)  # the first scoring call compiles a kernel (~20 s)
-            for mode in ("logprobs", "verdict"):
+            for mode in args.modes:
                 started = time.perf_counter()
                 if mode == "logprobs":
                     records = [{"text": c.text, "logprobs": c.logprobs} for c in judge.choose(conversations, ALPACA_LABELS)]
