@@ -12,6 +12,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline_lib.benchmarks import mt_bench, pairwise
@@ -27,6 +28,7 @@ from pipeline_lib.models import load_tokenizer
 from pipeline_lib.reporting.metrics import LM_EVAL
 from pipeline_lib.sampling import make_sampler
 from pipeline_lib.sampling.config import SamplerConfig
+from pipeline_lib.store import digest_path
 from pipeline_lib.suite.files import ITEMS_FILE
 from tasks.sampling import SAMPLES_FILE
 from tasks.stage import Input, InputMap, KeyedBy, Neutral, OptionalInput, stage
@@ -36,9 +38,9 @@ ITEM_SCORES_FILE = "item_scores.json"  # each item's score (a rating, a preferen
 JUDGE_FILE = "judge.json"  # who judged, with which prompt versions: logged as the run's params
 
 
-def _identity(config: JudgeConfig) -> dict[str, Any]:
-    # The served model's weights are keyed as an input (judge_model); the batch size changes nothing.
-    return judge_identity(config)
+def _who(judge: JudgeConfig, judge_model: str | None) -> dict[str, Any]:
+    """The identity each judgment is keyed by: a served judge is named by its weights' content digest."""
+    return judge_identity(judge, digest_path(judge_model) if judge_model else None)
 
 
 def open_judge(config: JudgeConfig, judge_model: str | None, backend: str, sampler: SamplerConfig, dtype: str, seed: int) -> Judge:
@@ -88,7 +90,7 @@ def mt_bench_answers(
 
 @stage("mt-bench-judgments", scratch="partial", tags=("accelerator",))
 def mt_bench_judgments(
-    tmp: Path, scratch: Path, answers: Input, references: Input, judge_prompts: Input, judge: KeyedBy(JudgeConfig, _identity),
+    tmp: Path, scratch: Path, answers: Input, references: Input, judge_prompts: Input, judge: KeyedBy(JudgeConfig, judge_identity),
     judge_model: OptionalInput, rating_fallback: bool, backend: str, dtype: str, sampler: Neutral(SamplerConfig), seed: int,
 ) -> dict:  # fmt: skip
     """Single-answer grading of every turn, each judgment parsed to a 1-10 rating or counted as a failure
@@ -100,16 +102,16 @@ def mt_bench_judgments(
         raise UserError(f"{references}: no two-turn reference answer for questions {lacking[:5]} (math, reasoning, coding need one)")
     prompts = load_judge_prompts(judge_prompts)
     pairs = mt_bench.grading_requests(prompts, rows, refs)
-    requests = [r for _, r in pairs]
+    requests, who = [r for _, r in pairs], _who(judge, judge_model)
     with closing(open_judge(judge, judge_model, backend, sampler, dtype, seed)) as live:
-        records, counts = judge_all(live, _identity(judge), requests, scratch)
+        records, counts = judge_all(live, who, requests, scratch)
         graded = mt_bench.graded_rows([row for row, _ in pairs], records)
         asked = mt_bench.fallback_requests(graded, requests) if rating_fallback else []
         if asked:
-            first, _ = judge_all(live, _identity(judge), [r for _, r in asked], scratch / "fallback")
+            first, _ = judge_all(live, who, [r for _, r in asked], scratch / "fallback")
             pending = mt_bench.apply_fallback(graded, asked, first)
             if pending:
-                after_one, _ = judge_all(live, _identity(judge), [r for _, r, _ in pending], scratch / "fallback-ten")
+                after_one, _ = judge_all(live, who, [r for _, r, _ in pending], scratch / "fallback-ten")
                 mt_bench.apply_ten(graded, pending, after_one)
     mt_bench.write_graded(graded, tmp)
     metrics = mt_bench.mt_bench_metrics(graded)
@@ -127,7 +129,7 @@ def benchmark_prompts(tmp: Path, source: DataSource, files: InputMap, hub: dict[
     rows, report = pairwise.prompt_rows(source, limit)
     if not rows:
         raise UserError(f"pairwise prompts {source.source}: no usable prompt (skipped: {report['skipped']})")
-    pq.write_table(pairwise.items_table(rows), tmp / ITEMS_FILE)
+    pq.write_table(pa.Table.from_pylist(rows), tmp / ITEMS_FILE)
     return {"rows": len(rows), "report": report, "skipped_rows": report["skipped"]}
 
 
@@ -140,7 +142,7 @@ def baseline_outputs(tmp: Path, items: Input, source: DataSource, files: InputMa
 @stage("pairwise-judgments", scratch="partial", tags=("accelerator",))
 def pairwise_judgments(
     tmp: Path, scratch: Path, items: Input, answers: Input, baseline: Input, template: Input, orders: str, preference: str,
-    prefix: str, judge: KeyedBy(JudgeConfig, _identity), judge_model: OptionalInput, backend: str, dtype: str,
+    prefix: str, judge: KeyedBy(JudgeConfig, judge_identity), judge_model: OptionalInput, backend: str, dtype: str,
     sampler: Neutral(SamplerConfig), seed: int,
 ) -> dict:  # fmt: skip
     """Each prompt's two outputs judged in the orders asked for; the win rate, LC win rate and position bias."""
@@ -151,7 +153,7 @@ def pairwise_judgments(
     if not pairs:
         raise UserError("pairwise: no prompt has both a model answer and a baseline output")
     with closing(open_judge(judge, judge_model, backend, sampler, dtype, seed)) as live:
-        records, counts = judge_all(live, _identity(judge), [r for _, r in pairs], scratch)
+        records, counts = judge_all(live, _who(judge, judge_model), [r for _, r in pairs], scratch)
     judged = pairwise.judged_rows([row for row, _ in pairs], records)
     pairwise.write_judged(judged, tmp)
     metrics = pairwise.pairwise_metrics(judged, prefix)

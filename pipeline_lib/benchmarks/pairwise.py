@@ -57,11 +57,6 @@ def prompt_rows(source: DataSource, limit: int | None) -> tuple[list[dict[str, A
     return kept, {"read": loaded.n_read, "kept": len(kept), "skipped": dict(loaded.skipped), "repeated": len(rows) - len(unique)}
 
 
-def items_table(rows: list[dict[str, Any]]) -> pa.Table:
-    """Prompt rows in the items layout every answer stage reads (id, prompt, messages)."""
-    return pa.Table.from_pylist(rows)
-
-
 def baseline_samples(source: DataSource, items: list[PromptItem], out_file: Path) -> dict[str, int]:
     """The baseline's outputs as a samples file, joined to the items by prompt text; items without one are counted."""
     by_prompt: dict[str, str] = {}
