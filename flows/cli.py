@@ -125,6 +125,25 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--file", default=None, help="deployments file (default: deployments/deployments.yaml)")
 
+    deploy = _command(
+        commands, "deploy", "register the served deployments on a Prefect work pool, for workers on other machines", _deploy
+    )
+    deploy.add_argument("--pool", required=True, metavar="NAME", help="the work pool (created if missing)")
+    deploy.add_argument("--file", default=None, help="deployments file (default: deployments/deployments.yaml)")
+    deploy.add_argument(
+        "--pool-type", choices=["process", "kubernetes"], default=None,
+        help="type of the pool: checked if it exists, used to create it if not (default: process)",
+    )  # fmt: skip
+    deploy.add_argument("--image", metavar="IMAGE", help="container image of the flow runs (kubernetes pools)")
+    deploy.add_argument(
+        "--code-dir", metavar="PATH", default=None,
+        help="where this repository is on the workers or in the image (default: this checkout's path)",
+    )  # fmt: skip
+    deploy.add_argument(
+        "--home", metavar="PATH", default=None,
+        help="ALIGNFLOW_HOME of the flow runs, a shared folder at this path on every worker (default: each worker's own)",
+    )  # fmt: skip
+
     _command(commands, "doctor", "check the installation and exit non-zero if something required is broken", _doctor)
     ui = _command(commands, "ui", "start the Prefect and MLflow UIs on 127.0.0.1 (ctrl-C stops both)", _ui)
     ui.add_argument("--prefect-port", type=int, default=4200)
@@ -251,6 +270,12 @@ def _serve(args) -> int:
     from flows.serve import DEFAULT_FILE, serve_deployments
 
     return serve_deployments(args.file or DEFAULT_FILE)
+
+
+def _deploy(args) -> int:
+    from flows.deploy import DEFAULT_FILE, deploy_to_pool
+
+    return deploy_to_pool(args.pool, args.file or DEFAULT_FILE, args.pool_type, args.image, args.code_dir, args.home)
 
 
 def _ui(args) -> int:

@@ -58,7 +58,10 @@ def load_serve_file(path: str | Path) -> ServeFile:
     except OSError as error:
         raise UserError(f"cannot read deployments file {path}: {error.strerror}") from None
     except yaml.YAMLError as error:
-        raise UserError(f"{path} is not valid YAML: {error}") from None
+        mark = getattr(error, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(error, "problem", None) or " ".join(str(error).split())
+        raise UserError(f"{path} is not valid YAML: {problem}{where}") from None
     try:
         return ServeFile.model_validate(raw or {})
     except ValidationError as error:
@@ -70,15 +73,20 @@ def load_serve_file(path: str | Path) -> ServeFile:
 def build_deployments(spec: ServeFile, base: Path = REPO) -> list:
     """Each entry as a deployment of its recipe's flow; a recipe that does not validate stops here, not at 2 a.m."""
     return [
-        METHODS[recipe.method].load_flow().to_deployment(
-            name=entry.name,
-            parameters={"recipe": str(path), "overrides": entry.overrides},
-            schedules=[Cron(entry.cron, timezone=entry.timezone)] if entry.cron else None,
-            description=entry.description or f"{recipe.method}: {entry.recipe} {' '.join(entry.overrides)}".strip(),
-            tags=["alignflow", recipe.method, *entry.tags],
-        )
+        METHODS[recipe.method].load_flow().to_deployment(**deployment_options(entry, path, recipe))
         for entry, path, recipe in _entries(spec, base)
     ]
+
+
+def deployment_options(entry: DeploymentEntry, path: Path, recipe: Any) -> dict[str, Any]:
+    """What a served deployment is made of; `alignflow deploy` registers the same on a work pool (flows.deploy)."""
+    return dict(
+        name=entry.name,
+        parameters={"recipe": str(path), "overrides": entry.overrides},
+        schedules=[Cron(entry.cron, timezone=entry.timezone)] if entry.cron else None,
+        description=entry.description or f"{recipe.method}: {entry.recipe} {' '.join(entry.overrides)}".strip(),
+        tags=["alignflow", recipe.method, *entry.tags],
+    )
 
 
 def _entries(spec: ServeFile, base: Path) -> list[tuple[DeploymentEntry, Path, Any]]:
@@ -117,11 +125,11 @@ def serve_deployments(path: str | Path = DEFAULT_FILE) -> int:
     return 0
 
 
-def _check_server() -> None:
+def _check_server(purpose: str = "serve to") -> None:
     url = PREFECT_API_URL.value()
     if not url:
         raise UserError(
-            f"no Prefect server to serve to: start one with `alignflow ui` (or `make ui`), "
+            f"no Prefect server to {purpose}: start one with `alignflow ui` (or `make ui`), "
             f"then `export PREFECT_API_URL={UI_URL}/api`"
         )
     try:

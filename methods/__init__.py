@@ -21,6 +21,7 @@ from methods.figa.config import FigaSourceConfig
 from methods.rft.config import RftConfig
 from methods.seft.config import SeftConfig
 from methods.spin.config import SpinConfig
+from pipeline_lib.core.orchestration import OrchestrationConfig
 from pipeline_lib.core.section import Section
 from pipeline_lib.revision.config import ReviserConfig
 
@@ -82,6 +83,7 @@ SECTIONS: dict[str, type[Section]] = {
     "figa": FigaSourceConfig,
     "rft": RftConfig,
     "compare": CompareConfig,
+    "orchestration": OrchestrationConfig,
     "cel": CelConfig,
 }
 
@@ -173,7 +175,7 @@ METHODS: dict[str, Method] = {
         Method(
             "compare", "methods.compare.flow:compare_methods", "compare-methods: contestants on one model, prompts and budget",
             # A comparison holds every contestant's settings and hands each variant its own.
-            sections=("reviser", "seft", "spin", "figa", "rft", "compare"), check=_compare_check,
+            sections=("reviser", "seft", "spin", "figa", "rft", "compare", "orchestration"), check=_compare_check,
             roles=("prompts", "sft", "preference", "revisions"),
         ),
         Method("cel", "methods.cel.flow:cel_flow", "CEL: an agent learns a grid game by rewriting its rules",

@@ -42,15 +42,16 @@ class RecipeBase(Section):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     data: DataConfig | None = None
+    # Where independent work runs (a thread pool, a Ray cluster); unset: one after another, as always.
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
 
 # Settings that cannot change any output; leaving them out of the hash lets a
-# user point a finished run at another MLflow server, or give vLLM more cache,
-# without recomputing it.
-OUTPUT_NEUTRAL = ("tracking", "sampler.vllm", "sampler.base_url")
+# user point a finished run at another MLflow server, give vLLM more cache, or
+# spread the work over more replicas or a cluster, without recomputing it.
+OUTPUT_NEUTRAL = ("tracking", "sampler.vllm", "sampler.base_url", "sampler.base_urls", "sampler.replicas", "orchestration")
 # Settings added since runs were first named: hashed only when set, so existing recipes keep their run names.
 HASHED_WHEN_SET = ("data", "model.chat_template", "eval.intervals", "eval.benchmarks", "eval.judge")
 # The method sections recipes had before the method registry: hashed even when

@@ -24,7 +24,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -104,6 +104,8 @@ class Stage:
     tags: tuple[str, ...] = ()
     params: Mapping[str, Param] = field(default_factory=dict)
     task: Task | None = None
+    # What one run of the stage needs of a cluster node (Ray's num_cpus, num_gpus); only Ray reads it.
+    resources: Mapping[str, float] = field(default_factory=dict)
 
     def named(self, name: str) -> Stage:
         """The same body under another name (the policy's samples run generate-answers' body)."""
@@ -209,7 +211,13 @@ class Stage:
 
 
 def stage(
-    name: str, *, version: int = 1, code: tuple[ModuleType, ...] = (), scratch: str | None = None, tags: tuple[str, ...] = ()
+    name: str,
+    *,
+    version: int = 1,
+    code: tuple[ModuleType, ...] = (),
+    scratch: str | None = None,
+    tags: tuple[str, ...] = (),
+    resources: Mapping[str, float] | None = None,
 ) -> Callable[[Callable[..., Mapping[str, Any] | None]], Stage]:
     """Declare a stage whose body is ``body(tmp, [scratch,] **args)``.
 
@@ -219,12 +227,36 @@ def stage(
     a pure function of code, such as generating and grading the suite).
     ``scratch``: a suffix; the body gets a folder beside the output that keeps
     progress across attempts (sampling shards, the trainer's checkpoints).
+    ``resources``: what one run needs of a node, as Ray's remote options
+    (``{"num_cpus": 1, "num_gpus": 1}``); by default one CPU, and one GPU for
+    a stage tagged ``accelerator``. Only a Ray task runner reads them
+    (``methods.orchestration``), and it asks for GPUs only where the cluster has some.
     """
+    needs = dict(resources) if resources is not None else default_resources(tags)
 
     def declare(body: Callable[..., Mapping[str, Any] | None]) -> Stage:
-        return _declare(Stage(name, body, version, tuple(code), scratch, tuple(tags), _params(body, scratch)))
+        return _declare(Stage(name, body, version, tuple(code), scratch, tuple(tags), _params(body, scratch), None, needs))
 
     return declare
+
+
+def default_resources(tags: tuple[str, ...]) -> dict[str, float]:
+    """One CPU; one GPU as well for a stage tagged ``accelerator`` (generation, training, CEL play)."""
+    return {"num_cpus": 1, "num_gpus": 1} if "accelerator" in tags else {"num_cpus": 1}
+
+
+def declared_resources(stages: Iterable[Stage] | None = None) -> dict[str, float]:
+    """The most any one of ``stages`` (default: every declared stage) asks for, per resource.
+
+    Work that runs several stages one after another in one Ray task (a
+    compare-methods contestant) holds this much for its whole run.
+    """
+    stages = [s for group in DECLARED.values() for s in group] if stages is None else list(stages)
+    needs: dict[str, float] = {}
+    for declared in stages:
+        for name, amount in declared.resources.items():
+            needs[name] = max(needs.get(name, 0), amount)
+    return needs
 
 
 def _params(body: Callable, scratch: str | None) -> dict[str, Param]:

@@ -58,6 +58,7 @@ from methods.recipe import Recipe, load_recipe
 from pipeline_lib.core.section import Section
 from pipeline_lib.data.config import DATA_ROLES
 from pipeline_lib.sampling.config import SamplerConfig, VllmConfig
+from pipeline_lib.training import launch
 from tasks.stage import Stage
 
 REPO = Path(__file__).resolve().parents[1]
@@ -91,6 +92,14 @@ SMALL_SUITE = ["suite.n_train=8", "suite.n_eval=4"]
 HH_RLHF = str(REPO.parent / "shared" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz")
 # The user's data, every role read by a method that reads it, with every prepare-data setting set.
 DATA_SETTINGS = ["data.dedupe=false", "data.decontaminate.ngram=8", "data.heldout=0.25", "train.max_length=512"]
+
+
+def LAUNCHED(at: str) -> list[str]:  # noqa: N802 - reads as a constant in RUNS
+    """Training at ``at`` in two processes on this machine, every multi-process setting given."""
+    return [f"{at}.launcher=accelerate", f"{at}.distributed={{num_processes: 2, num_machines: 1, machine_rank: 0, "
+            "main_process_ip: 127.0.0.1, main_process_port: null, strategy: ddp, config_file: null, join_timeout_s: 120}"]
+
+
 TINY_REVISER = [*SMALL_SUITE, "reviser.n_prompts=4", "seft.pool_prompts=4",
                 "reviser.warmup.epochs=1", "reviser.train.epochs=1"]  # fmt: skip
 RUNS: list[tuple[str, str, str, list[str]]] = [
@@ -123,10 +132,14 @@ RUNS: list[tuple[str, str, str, list[str]]] = [
      [*SMALL_SUITE, *DATA_SETTINGS, "figa.revised_from=data",
       f"data.revisions={{source: {REPO / 'tests' / 'data' / 'revisions-tiny.jsonl'}, columns: {{original: original}}}}"]),
     # Its own suite sizes: on fewer prompts the random tiny model may pass none, which stops the run.
-    ("rft", "rft", "rft-tiny.yaml", []),
+    # Trained in two processes (DDP on gloo): train.launcher and train.distributed are read by the launcher
+    # here; what the workers read of train (another process) the in-process runs read.
+    ("rft", "rft", "rft-tiny.yaml", LAUNCHED("train")),
     # Learning, held-out play and the outcome-filtered SFT round (skipped, and reported, when no episode succeeds).
     ("cel", "cel", "cel-frozenlake-tiny.yaml", ["cel.learn_episodes=1", "cel.eval_episodes=1"]),
     # Its three contestants (SFT, SPIN, SEFT + OnDARE), the reviser's phases trained the other way round.
+    # Its three contestants (SFT, SPIN, SEFT + OnDARE) in order, the reviser's phases trained the other way round
+    # (orchestration would run them in other processes, whose reads no recorder sees: _orchestration_probe).
     ("compare", "compare", "compare-tiny.yaml",
      [*TINY_REVISER, "compare.token_budget=400", "reviser.train.mode=lora", "reviser.warmup.optimizer=ondare",
       "reviser.warmup.merging.sft_model=tiny-llama", "reviser.warmup.merging.base_model=tiny-llama"]),
@@ -194,6 +207,7 @@ def _not_reading_codes() -> set[types.CodeType]:
         config_module.save_resolved,
         config_module._describe,
         config_module._suggestion,
+        launch.Call.write,  # the launched workers' copy, as config.yaml is the run's
         Recipe.to_dict,
         Stage.key_parts,
         *(method.check for method in REGISTRY.values()),
@@ -225,6 +239,7 @@ class FieldReads:
         self._positions: dict[types.CodeType, list] = {}
         # The modules that define sections: their helpers (PromptsConfig.stop...) read for their caller.
         self._config_files = {sys.modules[cls.__module__].__file__ for cls in _all_sections()}
+        self._hooks: set[types.CodeType] = set()
 
     @classmethod
     def install(cls, monkeypatch: pytest.MonkeyPatch) -> FieldReads:
@@ -251,6 +266,8 @@ class FieldReads:
                 recorder.place(copied, prefix)
             return copied
 
+        # A property of a section (TrainConfig.launched) runs inside this hook: its reads are its caller's.
+        recorder._hooks = {getattribute.__code__}
         # Process-wide (Prefect's worker threads included); monkeypatch deletes them again.
         monkeypatch.setattr(Section, "__getattribute__", getattribute)
         monkeypatch.setattr(Section, "model_dump", model_dump)
@@ -310,7 +327,7 @@ class FieldReads:
 
     def _is_use(self, frame: types.FrameType | None) -> bool:
         # The recipe's own helpers (SeftConfig.pool_start, PromptsConfig.stop...) read for their caller.
-        while frame is not None and frame.f_code.co_filename in self._config_files:
+        while frame is not None and (frame.f_code.co_filename in self._config_files or frame.f_code in self._hooks):
             if frame.f_code in self._not_reading:
                 return False
             frame = frame.f_back
@@ -416,6 +433,60 @@ def _judge_endpoint_probe(recorder: FieldReads, monkeypatch: pytest.MonkeyPatch)
         EndpointJudge(config)
 
 
+def _launch_probe(recorder: FieldReads, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reviser's phases read ``launcher`` and ``distributed`` as ``train`` does (the rft run launches it);
+    launching them too would cost a SEFT run, so here the real launcher reads them and stops where it would
+    start the processes."""
+    from methods.recipe import load_recipe
+    from pipeline_lib.training import launch
+
+    def stopped(command, **kwargs):
+        raise RuntimeError("stopped before it starts")
+
+    monkeypatch.setattr(launch, "spawn_tied", stopped)
+    recipe = load_recipe(CONFIGS / "seft-tiny.yaml", [*LAUNCHED("reviser.warmup"), *LAUNCHED("reviser.train")])
+    for phase in ("warmup", "train"):
+        config = getattr(recipe.reviser, phase)
+        recorder.place(config, f"reviser.{phase}.")
+        call = launch.Call("model", "rows", "out", config, 0, "float32", str(Path(os.environ["ALIGNFLOW_HOME"]) / "probe"))
+        call.launch_dir.mkdir(parents=True, exist_ok=True)
+        with pytest.raises(RuntimeError, match="stopped before it starts"):
+            launch.launch(call, config.launched)
+        assert launch.launch_record(config) == {"launcher": "accelerate", "world_size": 2, "strategy": "ddp"}
+
+
+def _orchestration_probe(recorder: FieldReads, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``orchestration`` runs contestants in other processes (tests/test_orchestration.py runs them), whose reads
+    no recorder here sees. So the real runners are opened: the local pool (its size), and the Ray session, which
+    reads a cluster's address and timeout and stops at an address that does not answer, and a local start's size,
+    with ``ray.init`` stopped before it starts anything."""
+    import ray
+
+    from methods.orchestration import cluster, ray_session
+    from pipeline_lib.core.orchestration import OrchestrationConfig
+
+    pool = OrchestrationConfig(task_runner="local", max_workers=1)
+    recorder.place(pool, "orchestration.")
+    with cluster(pool) as found:
+        assert found.kind == "local"
+
+    remote = OrchestrationConfig(task_runner="ray", ray={"address": "127.0.0.1:9", "timeout_s": 0.2})
+    local = OrchestrationConfig(task_runner="ray", ray={"num_cpus": 1})
+    received = {}
+
+    def stopped(**kwargs):
+        received.update(kwargs)
+        raise RuntimeError("stopped before it starts")
+
+    monkeypatch.setattr(ray, "init", stopped)
+    for config in (remote, local):
+        recorder.place(config, "orchestration.")
+        with pytest.raises((UserError, RuntimeError)):
+            with ray_session(config.ray):
+                pass
+    assert received["num_cpus"] == 1
+
+
 def unread_settings(recorder: FieldReads) -> list[str]:
     """Leaf settings that no run of a method accepting them read (the sampler probe counts for every method)."""
     return [
@@ -439,6 +510,10 @@ def test_every_recipe_setting_is_read_by_a_method_that_accepts_it(monkeypatch, o
     with recorder.recording("any"):
         _vllm_sampler_probe(recorder, monkeypatch)
         _judge_endpoint_probe(recorder, monkeypatch)
+    with recorder.recording("compare"):
+        _orchestration_probe(recorder, monkeypatch)
+    with recorder.recording("seft"):
+        _launch_probe(recorder, monkeypatch)
 
     assert {method for _, method, _, _ in RUNS} == set(METHODS), "one run per method"
     assert not any(recorder.unplaced.values()), f"reads of sections with no known place: {dict(recorder.unplaced)}"

@@ -6,30 +6,49 @@ comparison, with its rounds below it. The leaderboard goes to the parent run
 as metrics, a JSON table and a markdown file. The comparison has one
 ``--from-stage``: the first stage of that name any contestant reaches is
 recomputed, and every stage after it, in that contestant and the ones after.
+
+With a recipe's ``orchestration`` section, contestants that name none of
+each other (``@label`` in their overrides) run at once, each a Prefect task
+on a local process pool or a Ray cluster (``methods.orchestration``); the child
+runs, registered models and leaderboard are still made here, in the
+recipe's order. ``--from-stage`` runs them in order.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
 from typing import Any
 
-from prefect import flow
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
 
 from methods import METHODS
-from methods.compare.variants import leaderboard_markdown, leaderboard_row, variant_recipe
+from methods.compare.variants import contestant_needs, leaderboard_markdown, leaderboard_row, variant_recipe
+from methods.orchestration import Cluster, cluster, parallel, run_dependent, where_am_i
+from methods.recipe import validate_recipe
 from methods.run import parsed_recipe, pipeline_run
 from methods.shared import starting_model
 from pipeline_lib import tracking
 from pipeline_lib.config import save_resolved
 from pipeline_lib.reporting import metrics as m
-from pipeline_lib.sampling import resolve_backend
+from pipeline_lib.sampling import resolve_backend, stop_all_servers
+from pipeline_lib.store import atomic_write_text
 from pipeline_lib.store.runs import RunLayout
 from pipeline_lib.tracking.lineage import KIND_CONTESTANT, TAG_METHOD
 from tasks import reporting
 from tasks.context import RunContext
 from tasks.evaluation import register_model
+from tasks.stage import declared_resources
 
 TAG_VARIANT = "alignflow.variant"
+# Where each contestant ran, in the run folder, when they ran on a task runner (orchestration).
+ORCHESTRATION_FILE = "orchestration.json"
 # The leaderboard columns logged as parent-run metrics, leaderboard/<label>/<column>.
 LOGGED = ("score", "score_delta", "score_delta_low", "score_delta_high", "pass_rate", "length", "wall_s")
 # Every contestant's stages are the comparison's: --from-stage is checked against them before any runs.
@@ -38,25 +57,42 @@ BODIES = {name: method.load_body() for name, method in METHODS.items() if method
 
 
 def run_contestants(ctx: RunContext) -> dict[str, Any]:
-    """Each contestant in order, then the leaderboard; returns what ``alignflow compare-methods`` prints."""
+    """Each contestant (in order, or at once where ``orchestration`` says so), then the leaderboard;
+    returns what ``alignflow compare-methods`` prints."""
     layout, parent = ctx.layout, ctx.parent
-    results = {"base": starting_model(ctx)}
-    rows, start, registered = [], None, {}
-    for variant in ctx.recipe.compare.methods:
-        recipe = variant_recipe(ctx.recipe, variant, results)
-        root = layout.root / variant.label
-        contestant = _contestant(ctx, recipe, RunLayout(root, save_resolved(recipe, root)), variant)
-        print(f"compare-methods: {variant.label} ({variant.method})", flush=True)
-        results[variant.label], rounds = BODIES[variant.method](contestant)
-        # Each contestant's final model under its own name: compare-tiny-sft, compare-tiny-spin...
-        registered[variant.label] = register_model(parent, results[variant.label], f"{ctx.recipe.name}-{variant.label}")
-        start = start or rounds[0]
-        rows.append(leaderboard_row(variant.label, rounds[max(rounds)], root))
+    orchestration = ctx.recipe.orchestration
+    if parallel(orchestration) and ctx.forcing.from_stage is not None:
+        # "The first stage of that name any contestant reaches" is only defined when they run in order.
+        print("compare-methods: --from-stage runs the contestants one after another", file=sys.stderr, flush=True)
+        orchestration = None
+    if parallel(orchestration) and orchestration.task_runner == "local" and orchestration.max_workers > 1 and ctx.backend == "vllm":
+        # Each thread's contestant starts its own vLLM server: two on one GPU may not fit.
+        print("compare-methods: orchestration local with vLLM: each contestant at once starts its own server "
+              "(give it room with sampler.vllm.extra_args such as --gpu-memory-utilization, or max_workers: 1)", file=sys.stderr, flush=True)  # fmt: skip
+    # At once: an @label naming no earlier contestant fails before anything runs (in order: when reached, as always).
+    needs = contestant_needs(ctx.recipe.compare.methods) if parallel(orchestration) else {}
+    # Opened first: a cluster that does not answer fails the run before any stage runs.
+    with cluster(orchestration) if parallel(orchestration) else nullcontext() as found:
+        results = {"base": starting_model(ctx)}
+        if found is None:
+            outcomes = _in_order(ctx, results)
+        else:
+            outcomes = _at_once(ctx, found, needs, results["base"])
+        rows, start, registered = [], None, {}
+        for variant in ctx.recipe.compare.methods:  # the recipe's order, whichever finished first
+            outcome = outcomes[variant.label]
+            results[variant.label], rounds = outcome["final_model"], outcome["rounds"]
+            if found is not None:
+                registered[variant.label] = _register(ctx, variant.label, results[variant.label])
+            else:
+                registered[variant.label] = outcome["registered"]
+            start = start or rounds[0]
+            rows.append(leaderboard_row(variant.label, rounds[max(rounds)], layout.root / variant.label))
     markdown = leaderboard_markdown(rows, start)
     _log_leaderboard(parent, rows, markdown)
     (layout.root / "leaderboard.md").write_text(markdown)
     reporting.publish_leaderboard(f"compare run {layout.name}", markdown, rows, parent)
-    return {
+    result = {
         "run_dir": str(layout.root),
         "mlflow_run_id": parent,
         "leaderboard": rows,
@@ -64,6 +100,75 @@ def run_contestants(ctx: RunContext) -> dict[str, Any]:
         "models": results,
         "registered_models": {label: uri for label, uri in registered.items() if uri},
     }
+    if found is not None:
+        # Where each contestant ran and when: the record that they ran at once.
+        result["orchestration"] = {**found.describe(), "contestants": {label: o["ran"] for label, o in outcomes.items()}}
+        atomic_write_text(layout.root / ORCHESTRATION_FILE, json.dumps(result["orchestration"], indent=2, sort_keys=True))
+    return result
+
+
+def _in_order(ctx: RunContext, results: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """Each contestant in turn in this process, registering its model as it ends (as always)."""
+    outcomes = {}
+    for variant in ctx.recipe.compare.methods:
+        contestant = _prepare(ctx, variant, results)
+        print(f"compare-methods: {variant.label} ({variant.method})", flush=True)
+        results[variant.label], rounds = BODIES[variant.method](contestant)
+        outcomes[variant.label] = {
+            "final_model": results[variant.label], "rounds": rounds,
+            "registered": _register(ctx, variant.label, results[variant.label]),
+        }  # fmt: skip
+    return outcomes
+
+
+def _at_once(ctx: RunContext, found: Cluster, needs: dict[str, set[str]], base: str) -> dict[str, dict[str, Any]]:
+    """Every contestant as a Prefect task on the cluster's runner, each once the contestants it names have ended."""
+    variants = {variant.label: variant for variant in ctx.recipe.compare.methods}
+
+    def job(label: str, done: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        variant = variants[label]
+        contestant = _prepare(ctx, variant, {"base": base, **{name: o["final_model"] for name, o in done.items()}})
+        print(f"compare-methods: {label} ({variant.method}) on the {found.kind} task runner", flush=True)
+        return run_contestant, {
+            "label": label, "method": variant.method, "recipe": contestant.recipe.to_dict(),
+            "root": str(contestant.layout.root), "config_hash": contestant.layout.config_hash,
+            "parent": contestant.parent, "backend": contestant.backend, "forcing": ctx.forcing, "driver": os.getpid(),
+        }  # fmt: skip
+
+    # A contestant runs every kind of stage in turn, so it holds the most any stage asks for.
+    return run_dependent(found, list(variants), needs, job, declared_resources())
+
+
+@task(name="contestant", task_run_name="contestant/{label}", cache_policy=NO_CACHE, persist_result=False)
+def run_contestant(
+    label: str, method: str, recipe: dict, root: str, config_hash: str, parent: str, backend: str, forcing: Any, driver: int
+) -> dict[str, Any]:
+    """One contestant's method body, in a thread of this process or a Ray worker; its stages and MLflow
+    runs land where the comparison's do (the worker gets the home, Prefect API and tracking URI)."""
+    started = time.time()
+    config = validate_recipe(recipe, origin=f"compare.methods[{label}]")
+    elsewhere = os.getpid() != driver
+    if elsewhere:
+        tracking.configure(config.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI"), config.tracking.experiment)
+    contestant = RunContext(config, RunLayout(Path(root), config_hash), parent, forcing, backend)
+    try:
+        final_model, rounds = BODIES[method](contestant)
+    finally:
+        if elsewhere:
+            stop_all_servers()  # servers this worker kept warm end with its contestant
+    return {"final_model": final_model, "rounds": rounds, "ran": {**where_am_i(), "started_at": started, "ended_at": time.time()}}
+
+
+def _prepare(ctx: RunContext, variant: Any, results: dict[str, str]) -> RunContext:
+    """The contestant's recipe (its @label overrides filled from ``results``), folder and MLflow run."""
+    recipe = variant_recipe(ctx.recipe, variant, results)
+    root = ctx.layout.root / variant.label
+    return _contestant(ctx, recipe, RunLayout(root, save_resolved(recipe, root)), variant)
+
+
+def _register(ctx: RunContext, label: str, model: str | None) -> str | None:
+    # Each contestant's final model under its own name: compare-tiny-sft, compare-tiny-spin...
+    return register_model(ctx.parent, model, f"{ctx.recipe.name}-{label}")
 
 
 def _contestant(ctx: RunContext, recipe: Any, layout: RunLayout, variant: Any) -> RunContext:

@@ -71,6 +71,31 @@ def _trains_on_user_data(raw: dict[str, Any]) -> bool:
     )
 
 
+def contestant_needs(variants: list[MethodVariant]) -> dict[str, set[str]]:
+    """Which earlier contestants each contestant's overrides name (``@sft``); ``@base`` is not one.
+
+    Contestants that need nothing of each other may run at once
+    (``orchestration``); one that names a later contestant, or no contestant,
+    fails here as it would when run in order.
+    """
+    seen: list[str] = []
+    needs: dict[str, set[str]] = {}
+    for variant in variants:
+        named = set()
+        for item in variant.overrides:
+            key, sep, value = item.partition("=")
+            if sep and value.startswith("@") and value[1:] != "base":
+                if value[1:] not in seen:
+                    raise UserError(
+                        f"compare.methods[{variant.label}]: override {item!r} names {value}, which has not run before it; "
+                        f"available: {', '.join('@' + n for n in ['base', *seen])}"
+                    )
+                named.add(value[1:])
+        needs[variant.label] = named
+        seen.append(variant.label)
+    return needs
+
+
 def _substitute(item: str, results: dict[str, str], label: str) -> str:
     key, sep, value = item.partition("=")
     if sep and value.startswith("@"):

@@ -75,6 +75,10 @@ class LocalJudge:
     def __init__(self, sampler: Any, tokenizer: Any, config: JudgeConfig, seed: int = 0) -> None:
         self.sampler, self.tokenizer, self.config, self.seed = sampler, tokenizer, config, seed
 
+    def on(self, sampler: Any) -> LocalJudge:
+        """The same judge asking through ``sampler``: one replica of its model, for one shard."""
+        return self if sampler is self.sampler else LocalJudge(sampler, self.tokenizer, self.config, self.seed)
+
     def _render(self, conversations: Sequence[Sequence[Message]]) -> list[str]:
         from pipeline_lib.sampling import render_chat
 

@@ -13,13 +13,14 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
-from pipeline_lib.benchmarks.judge import Judge
-from pipeline_lib.core import interrupts
+from pipeline_lib.benchmarks.judge import Judge, LocalJudge
 from pipeline_lib.core.hashing import hash_json
-from pipeline_lib.sampling.base import Message
+from pipeline_lib.sampling.base import Message, Sampler
+from pipeline_lib.sampling.replicas import run_shards
 from pipeline_lib.store import atomic_write_text
 
 SHARD_SIZE = 32
@@ -39,25 +40,41 @@ class JudgeRequest:
         return hash_json({"judge": identity, "template": self.version, **asked})
 
 
-def judge_all(judge: Judge, identity: dict[str, Any], requests: Sequence[JudgeRequest], scratch: Path) -> tuple[list[dict], dict[str, int]]:
-    """Every request's record, in order, and how many were judged now and how many reused from finished shards."""
+def judge_all(
+    judge: Judge, identity: dict[str, Any], requests: Sequence[JudgeRequest], scratch: Path
+) -> tuple[list[dict], dict[str, Any]]:
+    """Every request's record, in order, and how many were judged now and how many reused from finished shards.
+
+    Shards to judge go through ``run_shards``: to whichever replica is free when
+    a served judge has several (their stats are added to the counts).
+    """
     scratch.mkdir(parents=True, exist_ok=True)
-    records: list[dict] = []
-    judged = reused = 0
+    shards: list[list[dict] | None] = []
+    todo, jobs = [], []
     for index, first in enumerate(range(0, len(requests), SHARD_SIZE)):
-        interrupts.check()
         batch = requests[first : first + SHARD_SIZE]
         keys = [r.key(identity) for r in batch]
         shard = scratch / f"shard-{index:05d}.jsonl"
-        done = _read_shard(shard, keys)
-        if done is None:
-            done = [{"key": k, **fields} for k, fields in zip(keys, _ask(judge, batch), strict=True)]
-            atomic_write_text(shard, "".join(json.dumps(r, sort_keys=True) + "\n" for r in done))
-            judged += len(batch)
-        else:
-            reused += len(batch)
-        records.extend(done)
-    return records, {"judged": judged, "reused": reused}
+        shards.append(_read_shard(shard, keys))
+        if shards[-1] is None:
+            todo.append(index)
+            jobs.append(partial(_judge_shard, judge, batch, keys, shard))
+    sampler = judge.sampler if isinstance(judge, LocalJudge) else None
+    made, replicas = run_shards(sampler, jobs, todo)
+    for index, records in zip(todo, made, strict=True):
+        shards[index] = records
+    judged = sum(len(records) for records in made)
+    return [r for records in shards for r in records], {"judged": judged, "reused": len(requests) - judged, **replicas}
+
+
+def _judge_shard(
+    judge: Judge, batch: Sequence[JudgeRequest], keys: list[str], shard: Path, sampler: Sampler | None
+) -> list[dict]:
+    """Judge one shard on ``sampler`` (one replica of a served judge; None: the judge as it is) and write it."""
+    asking = judge.on(sampler) if isinstance(judge, LocalJudge) and sampler is not None else judge
+    done = [{"key": k, **fields} for k, fields in zip(keys, _ask(asking, batch), strict=True)]
+    atomic_write_text(shard, "".join(json.dumps(r, sort_keys=True) + "\n" for r in done))
+    return done
 
 
 def _ask(judge: Judge, batch: Sequence[JudgeRequest]) -> list[dict[str, Any]]:

@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import json
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline_lib.core import interrupts
 from pipeline_lib.sampling.base import Sample, Sampler, SamplingParams, derive_seed
+from pipeline_lib.sampling.replicas import run_shards
 from pipeline_lib.store import atomic_write_parquet, atomic_write_text
 
 # The one layout of sample files, whatever backend produced them.
@@ -64,7 +65,9 @@ def sample_to_parquet(
 
     Returns row and token totals over the whole file, plus how many shards
     were reused and the completion tokens per second of the shards generated
-    by this call.
+    by this call. Shards to make go through ``run_shards``: in order on one
+    sampler, to whichever replica is free on a ``ReplicaSet`` (whose stats,
+    the replicas, their failures and shards each, are added).
     """
     if len(prompt_ids) != len(prompts):
         raise ValueError(f"{len(prompt_ids)} prompt ids for {len(prompts)} prompts")
@@ -75,24 +78,25 @@ def sample_to_parquet(
     out_file, shard_dir = Path(out_file), Path(shard_dir)
     shard_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    tables, reused, generated_tokens = [], 0, 0
+    tables: list[pa.Table | None] = []
+    todo, jobs = [], []
     for index, first in enumerate(range(0, len(prompts), shard_size)):
-        interrupts.check()  # a ctrl-C swallowed during the last shard stops here, with that shard kept
         ids, texts = prompt_ids[first : first + shard_size], prompts[first : first + shard_size]
         parquet, meta_file = shard_dir / f"shard-{index:05d}.parquet", shard_dir / f"shard-{index:05d}.json"
+        # What the shard is made from, never which replica made it: greedy rows are the same on any.
         meta = _shard_meta(sampler, params, ids, texts)
         if _is_complete(parquet, meta_file, meta):
             tables.append(pq.read_table(parquet, schema=SAMPLES_SCHEMA))
-            reused += 1
             continue
+        tables.append(None)
+        todo.append(index)
         # Each shard gets its own seed so shards do not replay the same random stream.
         shard_params = dataclasses.replace(params, seed=derive_seed(params.seed, "shard", index))
-        table = samples_table(ids, sampler.generate(texts, shard_params))
-        atomic_write_parquet(table, parquet)
-        # The JSON goes last: it is the marker that the shard beside it is complete.
-        atomic_write_text(meta_file, json.dumps(meta, indent=2, sort_keys=True))
-        tables.append(table)
-        generated_tokens += _total(table, "completion_tokens")
+        jobs.append(partial(_sample_shard, ids, texts, shard_params, parquet, meta_file, meta))
+    made, replicas = run_shards(sampler, jobs, todo)
+    for index, table in zip(todo, made, strict=True):
+        tables[index] = table
+    generated_tokens = sum(_total(table, "completion_tokens") for table in made)
     seconds = time.perf_counter() - started
     result = pa.concat_tables(tables) if tables else SAMPLES_SCHEMA.empty_table()
     atomic_write_parquet(result, out_file)
@@ -104,9 +108,21 @@ def sample_to_parquet(
         "completion_tokens": _total(result, "completion_tokens"),
         "seconds": round(seconds, 3),
         "tokens_per_second": round(generated_tokens / seconds, 2) if generated_tokens else 0.0,
-        "shards_reused": reused,
+        "shards_reused": len(tables) - len(todo),
         "shards_total": len(tables),
+        **replicas,
     }
+
+
+def _sample_shard(
+    ids: list[str], texts: list[str], params: SamplingParams, parquet: Path, meta_file: Path, meta: dict[str, Any],
+    sampler: Sampler,
+) -> pa.Table:  # fmt: skip
+    table = samples_table(ids, sampler.generate(texts, params))
+    atomic_write_parquet(table, parquet)
+    # The JSON goes last: it is the marker that the shard beside it is complete.
+    atomic_write_text(meta_file, json.dumps(meta, indent=2, sort_keys=True))
+    return table
 
 
 def _shard_meta(sampler: Sampler, params: SamplingParams, ids: list[str], texts: list[str]) -> dict[str, Any]:

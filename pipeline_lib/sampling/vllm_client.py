@@ -60,12 +60,16 @@ class VLLMSampler(Sampler):
         base_url: str | None = None,
         keep_warm: int = 0,
         progress: bool = True,
+        failover: bool = False,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         served = ModelToServe.from_folder(Path(model_path))
         self.model_id, self.batch_size, self.progress = str(model_path), batch_size, progress
         self.keep_warm = keep_warm
+        # One of several replicas: a lost server is the replica set's to handle (another replica takes
+        # the work at once), so it is neither restarted nor retried here.
+        self.failover = failover
         self.server: VLLMServer | None = None
         # The CPU engine dies on per-request seeds ("CPU Generator does not use
         # offset"); there the server's --seed is all the seeding there is.
@@ -81,6 +85,8 @@ class VLLMSampler(Sampler):
             self.model_name = f"{SERVED_NAME}-adapter" if served.adapter else SERVED_NAME
             self.seed_requests = has_cuda()
             how = f"started in {waited:.1f} s" if waited > 1 else "kept warm"
+            if options.devices:
+                how += f", {'GPUs' if has_cuda() else 'cores'} {options.devices}"
             print(f"vllm: serving {model_path} at {self.url} ({how})", file=sys.stderr)
         # An adapter folder may hold only the adapter; its tokenizer is the base model's.
         with_tokenizer = served.adapter if served.adapter and (served.adapter / "tokenizer_config.json").is_file() else served.base
@@ -117,7 +123,7 @@ class VLLMSampler(Sampler):
         cheap next to a restart, and a call's results then all come from one
         server.
         """
-        attempts = 2 if self.server is not None else EXTERNAL_RETRIES
+        attempts = 1 if self.failover else 2 if self.server is not None else EXTERNAL_RETRIES
         for attempt in range(1, attempts + 1):
             try:
                 return work()
@@ -281,7 +287,8 @@ class VLLMSampler(Sampler):
     def _gone_message(self, gone: ServerGone) -> str:
         if self.server is not None:
             return f"{self.server.describe_failure()}\n(the last request failed with: {gone})"
-        return f"the vLLM server at {self.url} did not answer after {EXTERNAL_RETRIES} tries: {gone}"
+        tries = "" if self.failover else f" after {EXTERNAL_RETRIES} tries"
+        return f"the vLLM server at {self.url} did not answer{tries}: {gone}"
 
 
 def _resolved(path: str | None) -> str | None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import shutil
 import subprocess
 import threading
 import time
@@ -43,6 +44,10 @@ class ServerOptions:
     max_model_len: int | None = 4096
     enforce_eager: bool = True
     extra_args: tuple[str, ...] = field(default_factory=tuple)
+    # A replica's share of the machine (``replica_devices``): its CUDA_VISIBLE_DEVICES on GPU, its
+    # VLLM_CPU_OMP_THREADS_BIND cores on CPU; None: all of it. Part of the pool's key, so a warm
+    # server is only reused on the devices it was started on.
+    devices: str | None = None
 
 
 class ServerError(RuntimeError):
@@ -165,13 +170,23 @@ class VLLMServer:
             command += ["--max-model-len", str(o.max_model_len)]
         if o.enforce_eager:
             command.append("--enforce-eager")
+        gpus = len(o.devices.split(",")) if o.devices and has_cuda() else 1
+        if gpus > 1 and not {"--tensor-parallel-size", "-tp"} & set(o.extra_args):
+            # A replica given several GPUs spreads its model over them; vLLM would use only the first.
+            command += ["--tensor-parallel-size", str(gpus)]
         if self.model.adapter is not None:
             command += [
                 "--enable-lora",
                 "--max-lora-rank", str(_supported_rank(self.model.adapter_rank or 16)),
                 "--lora-modules", f"{SERVED_NAME}-adapter={self.model.adapter}",
             ]
-        return command + list(o.extra_args)
+        command += list(o.extra_args)
+        if o.devices and not has_cuda() and shutil.which("taskset"):
+            # The whole server on its cores, not only the engine's OpenMP threads: its HTTP, tokenizer and
+            # torch threads otherwise run on the other replicas' cores, and two one-core replicas on two
+            # cores ran 20x slower than one (SmolLM2, bench/scaling.py).
+            command = ["taskset", "-c", o.devices, *command]
+        return command
 
     def _environment(self, instance: Path, scratch: Path) -> dict[str, str]:
         env = {
@@ -196,6 +211,10 @@ class VLLMServer:
             # The engine inside the API process: one interpreter fewer to
             # start (about 20 s here) and the same throughput on two cores.
             env.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        if self.options.devices:
+            env["CUDA_VISIBLE_DEVICES" if has_cuda() else "VLLM_CPU_OMP_THREADS_BIND"] = self.options.devices
+            if not has_cuda():
+                env["OMP_NUM_THREADS"] = str(_cpu_count(self.options.devices))
         return env
 
     def _log_tail(self) -> str:
@@ -220,14 +239,60 @@ def _supported_rank(rank: int) -> int:
     raise UserError(f"LoRA rank {rank} is larger than vLLM serves (512)")
 
 
-def _cpu_range() -> str:
-    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
-    contiguous = cpus == list(range(cpus[0], cpus[-1] + 1))
+def _cpus() -> list[int]:
+    """The cores this process may run on (a container or taskset may allow fewer than the machine has)."""
+    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+
+
+def _cpu_range(cpus: list[int] | None = None) -> str:
+    cpus = cpus or _cpus()
+    contiguous = len(cpus) > 1 and cpus == list(range(cpus[0], cpus[-1] + 1))
     return f"{cpus[0]}-{cpus[-1]}" if contiguous else ",".join(map(str, cpus))
 
 
 def has_cuda() -> bool:
     return Path("/dev/nvidiactl").exists() or bool(os.environ.get("CUDA_VISIBLE_DEVICES"))
+
+
+def visible_gpus() -> list[str]:
+    """The GPUs a server started from here may use, as CUDA_VISIBLE_DEVICES names them."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [gpu.strip() for gpu in listed.split(",") if gpu.strip()]
+    # One folder per GPU the driver sees; reading it does not initialise CUDA in this process.
+    driver = Path("/proc/driver/nvidia/gpus")
+    return [str(i) for i in range(len(list(driver.iterdir())))] if driver.is_dir() else []
+
+
+def _cpu_count(cpus: str) -> int:
+    """Cores in a list such as ``0-3,6``."""
+    count = 0
+    for part in cpus.split(","):
+        first, _, last = part.partition("-")
+        count += int(last or first) - int(first) + 1
+    return count
+
+
+def replica_devices(replicas: int) -> list[str]:
+    """Each of ``replicas`` servers' share of this machine: equal slices of the visible GPUs, else of the CPU cores."""
+    if has_cuda():
+        gpus = visible_gpus()
+        if not gpus:
+            raise UserError("sampler.replicas: no GPU is visible to share (CUDA_VISIBLE_DEVICES is empty)")
+        if replicas > len(gpus) or len(gpus) % replicas:
+            raise UserError(
+                f"sampler.replicas: {replicas} replicas cannot share {len(gpus)} visible GPU(s) evenly; "
+                f"use a divisor of {len(gpus)}"
+            )
+        each = len(gpus) // replicas
+        return [",".join(gpus[i * each : (i + 1) * each]) for i in range(replicas)]
+    cpus = _cpus()
+    if replicas > len(cpus):
+        raise UserError(f"sampler.replicas: {replicas} replicas need a CPU core each, and this process may use {len(cpus)}")
+    # Slices differ by at most one core; the first ones get the extra.
+    size, extra = divmod(len(cpus), replicas)
+    bounds = [i * size + min(i, extra) for i in range(replicas + 1)]
+    return [_cpu_range(cpus[bounds[i] : bounds[i + 1]]) for i in range(replicas)]
 
 
 # Records of running servers, so that a later start can reap one whose owner died.

@@ -57,6 +57,10 @@ class StageForcing:
         self._reached = False
         self._seen: list[str] = []
 
+    @property
+    def from_stage(self) -> str | None:
+        return self._from_stage
+
     def __call__(self, stage: str) -> bool:
         if stage not in self._seen:
             self._seen.append(stage)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from pipeline_lib.core.hashing import hash_json
 from pipeline_lib.core.section import Section
+from pipeline_lib.training.distributed import SHARDED, DistributedConfig
 
 class LoraConfig(Section):
     r: int = Field(16, ge=1)
@@ -94,6 +96,58 @@ class TrainConfig(Section):
     ift: IftConfig = Field(default_factory=IftConfig)
     figa: FigaConfig = Field(default_factory=FigaConfig)
     merging: MergingConfig = Field(default_factory=MergingConfig)
+    # Left out of every dump while unset, so that recipes, reviser phases and stage keys that
+    # do not use them hash as they did before they existed.
+    launcher: Literal["inprocess", "accelerate"] | None = Field(
+        None, exclude_if=lambda v: v is None, description="accelerate: train in train.distributed's processes; null: in process"
+    )
+    distributed: DistributedConfig | None = Field(
+        None, exclude_if=lambda v: v is None, description="with launcher accelerate; null: one process on this machine"
+    )
+
+    @field_validator("launcher")
+    @classmethod
+    def _inprocess_is_unset(cls, launcher: str | None) -> str | None:
+        return None if launcher == "inprocess" else launcher  # the default, spelled out: the same run
+
+    @property
+    def launched(self) -> DistributedConfig | None:
+        """The processes ``accelerate launch`` starts, or None to train in this process."""
+        if self.launcher != "accelerate":
+            return None
+        return self.distributed or DistributedConfig()
+
+    def keyed(self) -> dict[str, Any]:
+        """What the trained weights depend on: not the machines' addresses, ranks or timeouts (the same
+        run seen from machine 0 or 1), but the world size and strategy, which change float sums."""
+        keyed = self.model_dump(mode="json", exclude={"distributed"})
+        if (launched := self.launched) is not None:
+            keyed["distributed"] = {"world_size": launched.world_size, "strategy": launched.strategy}
+            if launched.config_file:
+                keyed["distributed"]["config"] = hash_json(launched.accelerate_config().read_text())
+        return keyed
+
+    @model_validator(mode="after")
+    def _launch_fits(self) -> TrainConfig:
+        if self.distributed is not None and self.launcher != "accelerate":
+            raise ValueError("distributed is set but launcher is not 'accelerate'; set train.launcher=accelerate")
+        launched = self.launched
+        if launched is None:
+            return self
+        if launched.machine_rank != 0:
+            raise ValueError(
+                "distributed.machine_rank: a recipe runs on machine 0; each other machine joins with the command "
+                "it prints (python -m pipeline_lib.training.launch CALL --machine-rank K)"
+            )
+        if self.batch_size % launched.world_size:
+            raise ValueError(
+                f"batch_size {self.batch_size} is the global batch and does not divide among {launched.world_size} processes "
+                "(distributed.num_processes x num_machines)"
+            )
+        if launched.strategy in SHARDED and (self.mode == "lora" or self.optimizer != "adamw"):
+            what = "mode lora (merging the adapter)" if self.mode == "lora" else f"optimizer {self.optimizer}"
+            raise ValueError(f"{what} needs the whole model in each process; strategy {launched.strategy} shards it: use ddp")
+        return self
 
     @model_validator(mode="after")
     def _merging_needs_full(self) -> TrainConfig:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate.utils import DistributedType
 from datasets import Dataset
 from peft import LoraConfig as PeftLoraConfig
 from peft import get_peft_model
@@ -36,6 +37,7 @@ from pipeline_lib.core.errors import UserError
 from pipeline_lib.models.loading import align_pad_id, load_causal_lm
 from pipeline_lib.store import atomic_dir
 from pipeline_lib.training.config import LoraConfig, TrainConfig
+from pipeline_lib.training.distributed import batch_arguments
 from pipeline_lib.training.optimizers import optimizer_spec
 from pipeline_lib.training.progress import no_transformers_bars, use_loss_bar
 
@@ -109,10 +111,7 @@ def fine_tune(
         use_loss_bar(trainer, objective.name, progress)
         output = trainer.train()
 
-    trained = trainer.accelerator.unwrap_model(trainer.model)
-    if config.mode == "lora":
-        trained = trained.merge_and_unload()
-    _save(trained, tokenizer, Path(out_dir))
+    _save_trained(trainer, tokenizer, Path(out_dir), config)
 
     history = [{"step": e["step"], "loss": e["loss"]} for e in trainer.state.log_history if "loss" in e]
     # The objective's own logged values (DPO rewards, IFT's λ...), as of the last step.
@@ -168,7 +167,9 @@ def _common_arguments(config: TrainConfig, seed: int, scratch: Path) -> dict[str
     return {
         "output_dir": str(scratch),
         "num_train_epochs": config.epochs,
-        "per_device_train_batch_size": config.batch_size,
+        # train.batch_size is the global batch, in one process or several (whose group, gloo on CPUs,
+        # the launched worker has formed already).
+        **batch_arguments(config.batch_size),
         "gradient_accumulation_steps": config.grad_accum,
         "learning_rate": config.lr,
         "weight_decay": config.weight_decay,
@@ -226,7 +227,23 @@ def _scratch(work_dir: str | Path | None) -> Iterator[Path]:
         yield Path(tmp)
 
 
-def _save(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: Path) -> None:
+def _save_trained(trainer: Trainer, tokenizer: PreTrainedTokenizerBase, out_dir: Path, config: TrainConfig) -> None:
+    """Save the trained model from the main process only; with several processes the others wait for it."""
+    accelerator = trainer.accelerator
+    # FSDP and DeepSpeed shard the weights: gathering them whole takes every process.
+    sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+    state_dict = accelerator.get_state_dict(trainer.model) if sharded else None
+    if accelerator.is_main_process:
+        trained = accelerator.unwrap_model(trainer.model)
+        if config.mode == "lora":
+            trained = trained.merge_and_unload()
+        _save(trained, tokenizer, out_dir, state_dict)
+    accelerator.wait_for_everyone()
+
+
+def _save(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: Path, state_dict: dict[str, Any] | None = None
+) -> None:
     """Write the model folder atomically, unless ``out_dir`` is an empty folder the caller made.
 
     An empty existing folder is taken to be the caller's own scratch folder
@@ -237,5 +254,5 @@ def _save(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: P
     tokenizer.padding_side = "left"
     caller_scratch = out_dir.is_dir() and not any(out_dir.iterdir())
     with nullcontext(out_dir) if caller_scratch else atomic_dir(out_dir) as folder:
-        model.save_pretrained(folder)
+        model.save_pretrained(folder, **({"state_dict": state_dict} if state_dict is not None else {}))
         tokenizer.save_pretrained(folder)
