@@ -105,7 +105,8 @@ def test_an_address_that_does_not_answer_fails_in_one_line_within_its_timeout():
 def test_compare_methods_with_a_bad_ray_address_exits_naming_it(capsys):
     address = f"127.0.0.1:{free_port()}"
     began = time.monotonic()
-    code = main(["compare-methods", COMPARE, *RAY, f"orchestration.ray.address={address}", "orchestration.ray.timeout_s=2"])
+    code = main(["compare-methods", COMPARE, "orchestration.task_runner=ray", f"orchestration.ray.address={address}",
+                 "orchestration.ray.timeout_s=2"])
     err = capsys.readouterr().err
     assert code != 0
     assert f"alignflow: error: orchestration.ray.address {address!r} does not answer" in err
