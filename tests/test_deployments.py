@@ -97,6 +97,14 @@ def _start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Pop
         return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
+def _start_prefect_server(tmp_path: Path, home: Path) -> tuple[subprocess.Popen, str, Path]:
+    """A real `prefect server` on a free loopback port, recording into ``home``: the process, its API URL, its log."""
+    port = free_port()
+    log = tmp_path / "server.log"
+    command = [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui"]
+    return _start(command, _environment(home, None), log), f"http://127.0.0.1:{port}/api", log
+
+
 def _api(call):
     async def run():
         async with get_client() as client:
@@ -138,14 +146,8 @@ def _manifests(home: Path) -> dict[str, float]:
 @pytest.mark.integration
 def test_a_failed_deployment_run_retried_from_the_api_resumes_without_recomputing(tmp_path):
     home = tmp_path / "home"
-    port = free_port()
-    api_url = f"http://127.0.0.1:{port}/api"
-    server_log, serve_log = tmp_path / "server.log", tmp_path / "serve.log"
-    server = _start(
-        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui"],
-        _environment(home, None),
-        server_log,
-    )
+    serve_log = tmp_path / "serve.log"
+    server, api_url, server_log = _start_prefect_server(tmp_path, home)
     serve = None
     try:
         assert wait_healthy(f"{api_url}/health", server, 120), server_log.read_text()[-3000:]

@@ -25,7 +25,7 @@ from flows.deploy import KUBERNETES_TEMPLATE, pool_deployments
 from flows.serve import DEFAULT_FILE, build_deployments, load_serve_file
 from methods import METHODS
 from pipeline_lib.core.servers import free_port, stop_group, wait_healthy
-from test_deployments import BIN, _api, _environment, _final_state, _start, _wait_for
+from test_deployments import BIN, _api, _environment, _final_state, _start, _start_prefect_server, _wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "evaluate-tiny.yaml"
@@ -169,14 +169,8 @@ def _leftovers(home: Path) -> list[psutil.Process]:
 @pytest.mark.integration
 def test_a_process_worker_runs_a_deployment_of_the_pool(tmp_path, capsys):
     home = tmp_path / "home"
-    port = free_port()
-    api_url = f"http://127.0.0.1:{port}/api"
-    server_log, worker_log = tmp_path / "server.log", tmp_path / "worker.log"
-    server = _start(
-        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui"],
-        _environment(home, None),
-        server_log,
-    )
+    worker_log = tmp_path / "worker.log"
+    server, api_url, server_log = _start_prefect_server(tmp_path, home)
     worker = None
     try:
         assert wait_healthy(f"{api_url}/health", server, 120), server_log.read_text()[-3000:]
