@@ -39,8 +39,10 @@ class Method:
     first being the default (empty: any); ``check``: cross-section rules;
     ``training_rounds``: how many times it trains the policy (compare-methods
     splits its token budget over them); ``contestant``: it can run in
-    compare-methods; ``roles``: the ``data`` roles it reads (a role set in
-    the recipe that the method does not read is an error).
+    compare-methods; ``leaderboard``: which one its contestants go on, the
+    suite's (held-out scores) or the games' (CEL's success rates), never
+    mixed in one comparison; ``roles``: the ``data`` roles it reads (a role
+    set in the recipe that the method does not read is an error).
     """
 
     name: str
@@ -52,6 +54,7 @@ class Method:
     check: Callable[[Any], None] = lambda recipe: None
     training_rounds: Callable[[Any], int] = lambda recipe: 1
     contestant: bool = False
+    leaderboard: str = "suite"  # "suite" or "games" (methods/compare/variants.py BOARDS)
     trains_on_prompts: bool = False
     roles: tuple[str, ...] = ()
     example: str = ""  # the recipe `alignflow serve` deploys on demand; default configs/<name>.yaml
@@ -140,6 +143,13 @@ def _cel_check(recipe: Any) -> None:
 def _compare_check(recipe: Any) -> None:
     if recipe.compare is None:
         raise ValueError("method 'compare' needs a 'compare' section listing the methods")
+    boards = {METHODS[v.method].leaderboard: v.label for v in recipe.compare.methods}
+    if len(boards) > 1:
+        # CEL's success rates and the suite's scores measure different things; no row could rank both.
+        raise ValueError(f"compare.methods: {' and '.join(boards.values())} go on different leaderboards "
+                         f"({' and '.join(boards)}); compare them apart")
+    if "games" in boards and recipe.compare.token_budget is not None:
+        raise ValueError("compare.token_budget: game-playing contestants (cel) are not trained on a token budget; leave it unset")
 
 
 METHODS: dict[str, Method] = {
@@ -175,10 +185,11 @@ METHODS: dict[str, Method] = {
         Method(
             "compare", "methods.compare.flow:compare_methods", "compare-methods: contestants on one model, prompts and budget",
             # A comparison holds every contestant's settings and hands each variant its own.
-            sections=("reviser", "seft", "spin", "figa", "rft", "compare", "orchestration"), check=_compare_check,
+            sections=("reviser", "seft", "spin", "figa", "rft", "cel", "compare", "orchestration"), check=_compare_check,
             roles=("prompts", "sft", "preference", "revisions"),
         ),
         Method("cel", "methods.cel.flow:cel_flow", "CEL: an agent learns a grid game by rewriting its rules",
-               sections=("cel",), defaults=present("cel"), check=_cel_check, example="configs/cel-frozenlake.yaml"),
+               sections=("cel",), defaults=present("cel"), check=_cel_check, example="configs/cel-frozenlake.yaml",
+               contestant=True, leaderboard="games"),
     )
 }

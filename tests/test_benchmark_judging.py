@@ -188,7 +188,7 @@ def test_the_commented_benchmark_blocks_of_the_smollm2_recipes_are_valid(tmp_pat
 
 
 def test_leaderboard_has_a_column_per_benchmark_with_its_change_and_interval(tmp_path):
-    from methods.compare.variants import leaderboard_markdown, leaderboard_row
+    from methods.compare.leaderboard import leaderboard_markdown, leaderboard_row
 
     start = {"eval/score": 0.30, "eval/pass_rate": 0.2, "eval/length": 30.0, "mt_bench/score": 3.0, "pairwise/win_rate": 0.10}
     final = {

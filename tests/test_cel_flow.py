@@ -54,7 +54,7 @@ def test_bad_cel_settings_are_one_line_errors_naming_the_field(override, message
 
 
 def test_a_cel_section_in_another_methods_recipe_is_an_error():
-    with pytest.raises(UserError, match="section 'cel' is only used by method 'cel'"):
+    with pytest.raises(UserError, match="section 'cel' is only used by method 'compare' or 'cel', not 'sft'"):
         load_recipe(REPO / "configs" / "sft-tiny.yaml", ["cel.game=sokoban"])
 
 

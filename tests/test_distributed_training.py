@@ -29,6 +29,7 @@ from pipeline_lib.training.config import TrainConfig
 from pipeline_lib.training.distributed import ACCELERATE_CONFIGS, STRATEGIES
 from pipeline_lib.training.launch import Call, launch, train
 from pipeline_lib.training.rows import write_rows
+from processes import command_line
 
 # Answers of different lengths, so that each process pads its half of a batch differently.
 ROWS = [
@@ -288,7 +289,7 @@ def test_killing_the_launcher_group_leaves_no_worker(tiny_model: Path, rows_file
     trainer = threading.Thread(target=run)
     trainer.start()
     workers = wait_joined(tmp_path / "work" / "launch", ranks=2)
-    launcher = next(p for p in psutil.Process().children() if "accelerate.commands.launch" in " ".join(p.cmdline()))
+    launcher = next(p for p in psutil.Process().children() if "accelerate.commands.launch" in command_line(p))
     os.killpg(launcher.pid, signal.SIGKILL)  # the launcher's group: torchrun's workers are in sessions of their own
     trainer.join(timeout=60)
     assert isinstance(failure[0], UserError) and "exit -9" in str(failure[0])

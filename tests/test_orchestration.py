@@ -1,5 +1,8 @@
 """orchestration: compare-methods contestants at once, on a local process pool or a local Ray cluster.
 
+A second end-to-end test plays CEL's three games at once (configs/cel-ablation-tiny.yaml) onto the
+games leaderboard.
+
 The dependency graph and the bad address are unit tests; one end-to-end test
 runs a comparison on the process pool, in stages no other test builds, and
 checks that its two independent contestants overlapped in time in two worker
@@ -35,6 +38,7 @@ WITH_DEPENDENCY = (
     "compare.methods=[{label: sft, method: sft}, {label: spin, method: spin},"
     " {label: sft-again, method: sft, overrides: [model.ref=@sft]}]"
 )
+CEL_ABLATION = str(REPO / "configs" / "cel-ablation-tiny.yaml")
 RAY = ["orchestration.task_runner=ray", "orchestration.ray.num_cpus=2"]
 # Its own training rate: stages no other test builds, so the contestants overlap while they really train.
 OWN = "train.lr=2.0e-3"
@@ -156,3 +160,37 @@ def test_contestants_run_at_once_in_processes_and_on_a_local_ray_cluster_with_th
     out_in_order, _ = _run(capsys, OWN)
     assert (run_dir / "leaderboard.md").read_text() == board
     assert "compare-methods: sft-again (sft)" in out_in_order
+
+
+def test_game_and_suite_contestants_are_not_ranked_on_one_board():
+    mixed = "compare.methods=[{label: sft, method: sft}, {label: lake, method: cel}]"
+    with pytest.raises(UserError, match=r"sft and lake go on different leaderboards \(suite and games\)"):
+        load_recipe(COMPARE, [mixed])
+    with pytest.raises(UserError, match="compare.token_budget: game-playing contestants"):
+        load_recipe(CEL_ABLATION, ["compare.token_budget=1000"])
+
+
+@pytest.mark.integration
+def test_cel_games_play_at_once_onto_the_games_leaderboard(capsys):
+    from mlflow import MlflowClient
+
+    assert main(["compare-methods", CEL_ABLATION]) == 0
+    out = capsys.readouterr().out
+    run_dir = Path(re.search(r"^run folder:\s+(\S+)$", out, re.M).group(1))
+    games = {"frozen-lake": "frozen_lake", "sokoban": "sokoban", "minesweeper": "minesweeper"}
+    ran = json.loads((run_dir / "orchestration.json").read_text())["contestants"]
+    # No contestant names another: all three played at once, each in a process of its own.
+    assert len({place["pid"] for place in ran.values()} | {os.getpid()}) == 4
+    assert max(p["started_at"] for p in ran.values()) < min(p["ended_at"] for p in ran.values())
+    for label, game in games.items():
+        # Each contestant played its own game: its held-out episodes say which.
+        episodes = (run_dir / label / "round-0" / "cel-evaluate" / "trajectories.jsonl").read_text().splitlines()
+        assert {json.loads(line)["game"] for line in episodes} == {game}
+    header, _, *rows = (run_dir / "leaderboard.md").read_text().splitlines()
+    assert header.startswith("| method | held-out success | zero-shot success | learning success | invalid actions")
+    assert sorted(row.split("|")[1].strip() for row in rows) == sorted(games)
+    parent = re.search(r"^mlflow:\s+run (\w+)", out, re.M).group(1)
+    logged = MlflowClient().get_run(parent).data.metrics
+    for label in games:
+        assert {f"leaderboard/{label}/success_rate", f"leaderboard/{label}/invalid_rate"} <= logged.keys()
+    assert not any(name.endswith("/score") for name in logged), "no suite score on the games board"

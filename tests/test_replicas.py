@@ -8,6 +8,7 @@ bookkeeping with stand-in servers need no vLLM.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -30,6 +31,7 @@ from pipeline_lib.sampling.config import SamplerConfig, VllmConfig
 from pipeline_lib.sampling.environment import vllm_python
 from pipeline_lib.sampling.replicas import AllReplicasDown, ReplicaSet
 from pipeline_lib.sampling.vllm_server import replica_devices
+from processes import command_line
 
 VLLM_MARKS = [
     pytest.mark.skipif(
@@ -67,7 +69,7 @@ def _config(**settings) -> SamplerConfig:
 def pair(tiny_model: Path):
     """Two replicas alignflow starts, one CPU core each (about the cost of one start: they start side by side).
 
-    The tests below use them in file order: the fourth kills one, the fifth closes the set.
+    The tests below use them in file order: the fifth kills one, the sixth closes the set.
     """
     if vllm_python() is None:
         pytest.skip("no vLLM environment")
@@ -143,6 +145,29 @@ def test_base_urls_share_running_servers_and_leave_them_running(pair, tiny_model
     # The one-element list is the single base_url: one plain sampler.
     with make_sampler(SamplerConfig(base_urls=urls[:1]), tiny_model) as single:
         assert not isinstance(single, ReplicaSet) and single.url == pair.members[0].url
+
+
+@on_vllm
+def test_sampled_rows_do_not_depend_on_the_replica_or_the_batch(pair, prompts, tmp_path):
+    ids, texts = prompts
+    sampled = SamplingParams(temperature=1.0, top_p=0.95, max_new_tokens=16, n=2, seed=5)
+
+    def rows(sampler, name, params=sampled) -> list[dict]:
+        out = tmp_path / name / "samples.parquet"
+        sample_to_parquet(sampler, ids, texts, params, out, out.parent / "shards", SHARD_SIZE)
+        return pq.read_table(out).to_pylist()
+
+    one_server = rows(pair.members[0], "one")
+    # Two replicas draw each request in another batch, on another core and in another order.
+    assert rows(pair, "two") == one_server
+    texts_of = [r["text"] for r in one_server]
+    assert sum(a != b for a, b in zip(texts_of[::2], texts_of[1::2])) >= len(ids) - 1, "a prompt's two samples differ"
+    other_seed = rows(pair, "seed-6", dataclasses.replace(sampled, seed=6))
+    assert sum(a["text"] != b["text"] for a, b in zip(other_seed, one_server)) >= len(one_server) - 2
+    # A nucleus of (almost) nothing keeps only the likeliest token: the greedy answer.
+    greedy = rows(pair, "greedy", GREEDY)
+    narrow = rows(pair, "narrow", dataclasses.replace(GREEDY, temperature=1.0, top_p=1e-6, n=1))
+    assert [r["text"] for r in narrow] == [r["text"] for r in greedy]
 
 
 @on_vllm
@@ -311,5 +336,5 @@ def test_evaluate_on_two_replicas_answers_as_on_one_server_and_leaves_none(capsy
     assert stats["replicas"] == 2 and stats["shards_total"] == 2 and stats["replica_failures"] == []
     assert all(n > 0 for n in stats["shards_per_replica"].values()), stats
     assert not POOL._idle
-    left = [p for p in psutil.Process().children(recursive=True) if p.pid not in ours and "vllm" in " ".join(p.cmdline())]
+    left = [p for p in psutil.Process().children(recursive=True) if p.pid not in ours and "vllm" in command_line(p)]
     assert not left, f"left running: {[p.pid for p in left]}"

@@ -6,7 +6,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from methods.compare.variants import leaderboard_markdown
+from methods.compare.leaderboard import leaderboard_markdown
 from methods.recipe import load_recipe
 from pipeline_lib.config import config_hash
 from pipeline_lib.reporting import metrics as m

@@ -182,7 +182,12 @@ def test_an_orphaned_server_is_reaped_by_the_next_start(tmp_path, alignflow_home
     records.mkdir(parents=True, exist_ok=True)
     (records / f"{stray.pid}.json").write_text(json.dumps({"pid": stray.pid, "owner": owner.pid, "port": 1, "model": "x"}))
     try:
-        assert stray.pid in reap_orphans()
+        reaped = reap_orphans()
+        # Seen failing once, under load, with nothing reaped: say what the reaper saw if it happens again.
+        assert stray.pid in reaped, (
+            f"reaped {reaped}; stray exit {stray.poll()}; records {sorted(p.name for p in records.iterdir())}; "
+            f"home {os.environ.get('ALIGNFLOW_HOME')}"
+        )
         assert stray.wait(timeout=10) == -signal.SIGKILL
         assert not (records / f"{stray.pid}.json").exists()
     finally:

@@ -25,6 +25,7 @@ from flows.deploy import KUBERNETES_TEMPLATE, pool_deployments
 from flows.serve import DEFAULT_FILE, build_deployments, load_serve_file
 from methods import METHODS
 from pipeline_lib.core.servers import free_port, stop_group, wait_healthy
+from processes import command_line
 from test_deployments import BIN, _api, _environment, _final_state, _start, _start_prefect_server, _wait_for
 
 REPO = Path(__file__).resolve().parents[1]
@@ -218,7 +219,7 @@ def test_a_process_worker_runs_a_deployment_of_the_pool(tmp_path, capsys):
         for process in (worker, server):
             if process is not None:
                 stop_group(process)
-    leftovers = [(process, " ".join(process.cmdline())) for process in _leftovers(home)]
+    leftovers = [(process, command_line(process)) for process in _leftovers(home)]
     for process, _ in leftovers:
         process.kill()
     assert not leftovers, [command for _, command in leftovers]

@@ -29,7 +29,8 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from methods import METHODS
-from methods.compare.variants import contestant_needs, leaderboard_markdown, leaderboard_row, variant_recipe
+from methods.compare.leaderboard import BOARDS
+from methods.compare.variants import contestant_needs, variant_recipe
 from methods.orchestration import Cluster, cluster, parallel, run_dependent, where_am_i
 from methods.recipe import validate_recipe
 from methods.run import parsed_recipe, pipeline_run
@@ -49,8 +50,6 @@ from tasks.stage import declared_resources
 TAG_VARIANT = "alignflow.variant"
 # Where each contestant ran, in the run folder, when they ran on a task runner (orchestration).
 ORCHESTRATION_FILE = "orchestration.json"
-# The leaderboard columns logged as parent-run metrics, leaderboard/<label>/<column>.
-LOGGED = ("score", "score_delta", "score_delta_low", "score_delta_high", "pass_rate", "length", "wall_s")
 # Every contestant's stages are the comparison's: --from-stage is checked against them before any runs.
 # Loaded through the registry, so this flow imports no other method's flow module by name.
 BODIES = {name: method.load_body() for name, method in METHODS.items() if method.contestant}
@@ -61,6 +60,7 @@ def run_contestants(ctx: RunContext) -> dict[str, Any]:
     returns what ``alignflow compare-methods`` prints."""
     layout, parent = ctx.layout, ctx.parent
     orchestration = ctx.recipe.orchestration
+    board = BOARDS[METHODS[ctx.recipe.compare.methods[0].method].leaderboard]  # one board for all (methods._compare_check)
     if parallel(orchestration) and ctx.forcing.from_stage is not None:
         # "The first stage of that name any contestant reaches" is only defined when they run in order.
         print("compare-methods: --from-stage runs the contestants one after another", file=sys.stderr, flush=True)
@@ -86,10 +86,10 @@ def run_contestants(ctx: RunContext) -> dict[str, Any]:
                 registered[variant.label] = _register(ctx, variant.label, results[variant.label])
             else:
                 registered[variant.label] = outcome["registered"]
-            start = start or rounds[0]
-            rows.append(leaderboard_row(variant.label, rounds[max(rounds)], layout.root / variant.label))
-    markdown = leaderboard_markdown(rows, start)
-    _log_leaderboard(parent, rows, markdown)
+            start = start or rounds.get(0)
+            rows.append(board.row(variant.label, rounds, layout.root / variant.label))
+    markdown = board.markdown(rows, start)
+    _log_leaderboard(parent, rows, markdown, board.logged)
     (layout.root / "leaderboard.md").write_text(markdown)
     reporting.publish_leaderboard(f"compare run {layout.name}", markdown, rows, parent)
     result = {
@@ -192,9 +192,11 @@ def _method_run(parent_run_id: str, label: str, method: str) -> str:
         return run.info.run_id
 
 
-def _log_leaderboard(parent_run_id: str, rows: list[dict], markdown: str) -> None:
+def _log_leaderboard(parent_run_id: str, rows: list[dict], markdown: str, logged: tuple[str, ...]) -> None:
+    """Each row's numbers as parent-run metrics, leaderboard/<label>/<column>, and the table as artifacts."""
     for row in rows:
-        metrics = {m.metric(m.LEADERBOARD, row["method"], name): row[name] for name in LOGGED}
+        # A column a contestant has no number for (no baseline round, no world-model prediction) is left out.
+        metrics = {m.metric(m.LEADERBOARD, row["method"], name): row[name] for name in logged if row[name] is not None}
         metrics |= {m.metric(m.LEADERBOARD, row["method"], name): value for name, value in row.get("benchmarks", {}).items()}
         tracking.log_metrics(metrics, run_id=parent_run_id)
     tracking.log_table(rows, "leaderboard.json", run_id=parent_run_id)

@@ -31,6 +31,7 @@ from pipeline_lib.sampling.base import Sample, Sampler, SamplingParams, derive_s
 from pipeline_lib.sampling.stops import configured_eos, stop_token_ids
 from pipeline_lib.sampling.vllm_server import (
     POOL,
+    SEED_ARG,
     SERVED_NAME,
     ModelToServe,
     ServerError,
@@ -71,8 +72,8 @@ class VLLMSampler(Sampler):
         # the work at once), so it is neither restarted nor retried here.
         self.failover = failover
         self.server: VLLMServer | None = None
-        # The CPU engine dies on per-request seeds ("CPU Generator does not use
-        # offset"); there the server's --seed is all the seeding there is.
+        # Servers we start draw seeded requests with our logits processor (vllm_plugins), so a
+        # sampled answer does not depend on the server or its batch; others get the server's --seed.
         self.seed_requests = False
         if base_url:
             self.url = base_url.rstrip("/").removesuffix("/v1")
@@ -83,7 +84,7 @@ class VLLMSampler(Sampler):
             waited = time.perf_counter() - started
             self.url = self.server.url
             self.model_name = f"{SERVED_NAME}-adapter" if served.adapter else SERVED_NAME
-            self.seed_requests = has_cuda()
+            self.seed_requests = True
             how = f"started in {waited:.1f} s" if waited > 1 else "kept warm"
             if options.devices:
                 how += f", {'GPUs' if has_cuda() else 'cores'} {options.devices}"
@@ -152,14 +153,17 @@ class VLLMSampler(Sampler):
     def _generate_all(self, encoded: list[list[int]], params: SamplingParams) -> list[Sample]:
         # Greedy samples of one prompt are identical: ask for one and copy it.
         n = 1 if params.greedy else params.n
+        # A seeded sample is a request of its own: the n answers of one request would share its seed.
+        each = 1 if self.seed_requests and not params.greedy else n
         requests = [
-            partial(self._complete, ids, params, n, derive_seed(params.seed, "prompt", index) % 2**31)
+            partial(self._complete, ids, params, each, derive_seed(params.seed, "prompt", index, "sample", first) % 2**31)
             for index, ids in enumerate(encoded)
+            for first in range(0, n, each)
         ]
-        completed = self._run_requests(requests, "sampling (vllm)", seqs_each=n)
-        results = [[replace(s, prompt_index=index) for s in samples] for index, samples in enumerate(completed)]
+        completed = iter(self._run_requests(requests, "sampling (vllm)", seqs_each=each))
+        per_prompt = [[s for _ in range(0, n, each) for s in next(completed)] for _ in encoded]
         return [
-            replace(results[p][0 if params.greedy else s], sample_index=s)
+            replace(per_prompt[p][0 if params.greedy else s], prompt_index=p, sample_index=s)
             for p in range(len(encoded))
             for s in range(params.n)
         ]
@@ -179,7 +183,7 @@ class VLLMSampler(Sampler):
         if params.stop:
             body["stop"] = list(params.stop)
         if self.seed_requests and not params.greedy:
-            body["seed"] = seed
+            body["vllm_xargs"] = {SEED_ARG: seed}
         response = self._post("/v1/completions", body)
         samples = []
         for choice in sorted(response["choices"], key=lambda c: c["index"]):

@@ -28,6 +28,9 @@ from pipeline_lib.sampling.environment import require_vllm_python
 from pipeline_lib.store import atomic_write_text
 
 SERVED_NAME = "alignflow"
+PLUGINS = Path(__file__).with_name("vllm_plugins")
+SEEDED_SAMPLING = "alignflow_seeded_sampling:SeededSampling"
+SEED_ARG = "alignflow_seed"  # that module's SEED_ARG; it runs in vLLM's environment and cannot import this one
 START_ATTEMPTS = 3
 LOG_TAIL_LINES = 15
 
@@ -161,6 +164,8 @@ class VLLMServer:
             # backend: ignore the checkpoint's default temperature or top_k.
             "--generation-config", "vllm",
             "--disable-uvicorn-access-log",
+            # Requests that carry their own seed are drawn by it (vllm_plugins/alignflow_seeded_sampling.py).
+            "--logits-processors", SEEDED_SAMPLING,
         ]
         if not has_cuda():
             # One CPU worker: run it inside the engine process instead of
@@ -201,7 +206,8 @@ class VLLMServer:
             "TOKENIZERS_PARALLELISM": "false",
             # Our own interpreter's venv must not leak into vLLM's.
             "VIRTUAL_ENV": str(self.python.parent.parent),
-            "PYTHONPATH": "",
+            # Our own interpreter's packages must not either; only the modules the server loads.
+            "PYTHONPATH": str(PLUGINS),
         }
         if not has_cuda():
             # The CPU engine sizes its KV cache from this (GiB), and by default
