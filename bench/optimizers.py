@@ -3,10 +3,10 @@
     .venv/bin/python bench/optimizers.py                        # SmolLM2-135M, p = 0.01
     .venv/bin/python bench/optimizers.py --model tiny-llama --steps 3
 
-Every optimizer steps the same parameters with the same random gradients;
-τ is a random delta of the parameters' own scale (the step cost does not
-depend on its values). Time is the mean wall time of ``step()`` after one
-warm-up step; memory is the optimizer state, τ included. Prints a Markdown
+Every optimizer steps the same parameters with the same fresh random
+gradients each step (drawn outside the timing); τ is a random delta of the
+parameters' own scale (the step cost does not depend on its values). Time is
+the mean wall time of ``step()`` after one warm-up step; memory is the optimizer state, τ included. Prints a Markdown
 table and writes JSON.
 """
 
@@ -43,12 +43,18 @@ def measure(name: str, params: list[torch.nn.Parameter], steps: int, reserve_p: 
         deltas = {id(p): torch.randn_like(p) * p.detach().abs().mean() for p in params}
         optimizer = OPTIMIZERS[name](params, lr=1e-5, **ADAM, deltas=deltas, reserve_p=reserve_p, alpha=alpha)
     optimizer.step()  # allocates the moments
-    started = time.perf_counter()
+    spent = 0.0
     for _ in range(steps):
+        # Fresh gradients every step, as in training: with one gradient repeated, Adam's |Δ| is the same
+        # for every entry of a tensor, and OnTIES's top-k then ranks one long tie at every step.
+        for p in params:
+            p.grad.normal_(0, 1e-3)
+        started = time.perf_counter()
         optimizer.step()
+        spent += time.perf_counter() - started
     return {
         "optimizer": name,
-        "step_ms": round(1000 * (time.perf_counter() - started) / steps, 1),
+        "step_ms": round(1000 * spent / steps, 1),
         "state_mib": round(state_bytes(optimizer) / 2**20, 1),
     }
 

@@ -12,7 +12,7 @@ import math
 import pytest
 import torch
 
-from pipeline_lib.training.merging import OnDAREAdamW, OnTIESAdamW
+from pipeline_lib.training.merging import SAMPLE_ABOVE, SPARSE_BELOW, OnDAREAdamW, OnTIESAdamW, kept_positions, top_k_mask
 
 LR, BETAS, EPS = 1e-2, (0.9, 0.999), 1e-8
 
@@ -145,9 +145,12 @@ def test_ondare_reference_is_dropped_and_rescaled_once_then_clipped() -> None:
         assert torch.equal(opt.state[p]["tau"], s)
 
 
-def test_ondare_update_survivors_are_scaled_by_one_over_p() -> None:
-    """α = 0, p = 0.5: each step's change is entrywise 0 or Δ/p, with a fresh mask each step."""
-    p_keep, n, steps = 0.5, 3000, 3
+# p = 0.5 draws a uniform per entry; p = 0.05 draws the kept positions (SPARSE_BELOW).
+@pytest.mark.parametrize(("p_keep", "n"), [(0.5, 3000), (0.05, 40_000)], ids=["dense-mask", "kept-positions"])
+def test_ondare_update_survivors_are_scaled_by_one_over_p(p_keep: float, n: int) -> None:
+    """α = 0: each step's change is entrywise 0 or Δ/p, with a fresh mask each step."""
+    steps = 3
+    spread = 5 * math.sqrt(p_keep * (1 - p_keep) / n)  # five standard errors of the kept share
     params = make_params([(n,)], dtype=torch.float64)
     tau = torch.full((n,), 0.01, dtype=torch.float64)
     opt = OnDAREAdamW(params, lr=LR, deltas={id(params[0]): tau}, reserve_p=p_keep, alpha=0.0, seed=7)
@@ -159,7 +162,7 @@ def test_ondare_update_survivors_are_scaled_by_one_over_p() -> None:
         change = current[0].detach() - before[0]
         kept = change != 0
         masks.append(kept)
-        assert 0.45 < kept.double().mean() < 0.55
+        assert abs(kept.double().mean() - p_keep) < spread
         torch.testing.assert_close(change[kept], expected[step][kept] / p_keep, rtol=1e-9, atol=1e-15)
         # Non-vacuous: Δ itself has no zero entries, so a zero change means dropped.
         assert (expected[step] != 0).all()
@@ -346,3 +349,36 @@ def test_constructor_refuses_bad_settings() -> None:
         OnTIESAdamW(params, deltas={})
     with pytest.raises(ValueError, match="shape"):
         OnTIESAdamW(params, deltas={id(params[0]): torch.zeros(4)})
+
+
+def test_kept_positions_are_an_independent_keep_with_probability_p() -> None:
+    assert SPARSE_BELOW >= 0.05
+    n, p = 1_000_000, 0.01
+    kept = kept_positions(n, p, torch.Generator().manual_seed(0))
+    assert kept.dtype == torch.int64 and kept.min() >= 0 and kept.max() < n
+    assert (kept.diff() > 0).all(), "in order, no index twice"
+    expected, sd = n * p, math.sqrt(n * p * (1 - p))
+    assert abs(len(kept) - expected) < 5 * sd
+    # Spread evenly: each tenth of the range holds its share.
+    per_tenth = torch.bincount(kept // (n // 10), minlength=10)
+    assert ((per_tenth - expected / 10).abs() < 5 * sd / math.sqrt(10)).all(), per_tenth
+    # Independent entries: the gaps are geometric, mean (1 − p)/p, and a run of dropped entries is as
+    # likely after a kept entry as anywhere (no gap shorter or longer than chance allows).
+    gaps = (kept.diff() - 1).double()
+    assert abs(gaps.mean() - (1 - p) / p) < 5 * math.sqrt(1 - p) / p / math.sqrt(len(gaps))
+    assert abs((gaps == 0).double().mean() - p) < 5 * math.sqrt(p / len(gaps))
+    # Seeded: the same generator state draws the same positions.
+    assert torch.equal(kept, kept_positions(n, p, torch.Generator().manual_seed(0)))
+
+
+@pytest.mark.parametrize("ties", [False, True], ids=["distinct", "tied-at-the-cut"])
+def test_top_k_on_a_large_tensor_is_the_stable_sort_selection(ties: bool) -> None:
+    # Above SAMPLE_ABOVE entries the k-th largest is bounded from a sample first; the selection must not change.
+    n, k = 1_500_000, 15_000
+    assert n > SAMPLE_ABOVE
+    values = torch.rand(n, generator=torch.Generator().manual_seed(8))
+    if ties:
+        cut = values.topk(k).values.min()
+        values[(values - cut).abs() < 2e-4] = cut  # a few hundred entries share the k-th value
+        assert int((values == cut).sum()) > 100
+    assert torch.equal(top_k_mask(values, k), stable_top_k(values, k))

@@ -24,7 +24,9 @@ Where this departs from the reference code, on purpose:
   The reference code still sign-filters OnTIES's update against τ at α = 0.
 - Merging every K steps applies each in-between step to every parameter;
   the reference code returns after the first parameter on those steps.
-- Dropout masks come from the optimizer's own seeded generator, and OnTIES
+- Dropout masks come from the optimizer's own seeded generator; at small p
+  they are drawn as the gaps between kept entries (``kept_positions``: the
+  same distribution from about p·n random numbers instead of n). OnTIES
   finds its top k without a full sort (``top_k_mask``: the same entries).
 """
 
@@ -34,6 +36,13 @@ import math
 from collections.abc import Iterable, Mapping
 
 import torch
+
+# Dropout at p up to this draws the kept positions (kept_positions), above it a uniform per entry.
+SPARSE_BELOW = 0.1
+# OnTIES's top-k on a tensor of more entries than SAMPLE_ABOVE first bounds the k-th largest from a
+# sample of at most SAMPLE of them (kth_largest).
+SAMPLE_ABOVE = 100_000
+SAMPLE = 100_000
 
 
 class OnlineMergingAdamW(torch.optim.Optimizer):
@@ -85,9 +94,16 @@ class OnlineMergingAdamW(torch.optim.Optimizer):
 
     def dropout_(self, tensor: torch.Tensor) -> torch.Tensor:
         """Keep each entry with probability p, scaled by 1/p (``F.dropout`` with a seeded generator)."""
-        if self.reserve_p < 1:
+        if self.reserve_p >= 1:
+            return tensor
+        if self.reserve_p > SPARSE_BELOW:
             keep = torch.rand(tensor.shape, generator=self.generator).to(tensor.device) < self.reserve_p
-            tensor.mul_(keep).div_(self.reserve_p)
+            return tensor.mul_(keep).div_(self.reserve_p)
+        flat = tensor.view(-1)
+        kept = kept_positions(flat.numel(), self.reserve_p, self.generator).to(flat.device)
+        survivors = flat[kept].div_(self.reserve_p)
+        flat.zero_()
+        flat[kept] = survivors
         return tensor
 
     @torch.no_grad()
@@ -113,7 +129,9 @@ class OnlineMergingAdamW(torch.optim.Optimizer):
                 exp_avg.mul_(beta1).add_(p.grad, alpha=1 - beta1)
                 exp_avg_sq.mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
                 step_size = group["lr"] * math.sqrt(1 - beta2 ** state["step"]) / (1 - beta1 ** state["step"])
-                delta = exp_avg / exp_avg_sq.sqrt().add_(group["eps"]) * -step_size
+                # exp_avg / (√v + eps) · −step_size, in one buffer: the same operations, two allocations fewer.
+                delta = exp_avg_sq.sqrt().add_(group["eps"])
+                torch.div(exp_avg, delta, out=delta).mul_(-step_size)
 
                 if self.merge_every > 1:
                     cached = state["cached"]
@@ -150,9 +168,9 @@ class OnDAREAdamW(OnlineMergingAdamW):
         return self.dropout_(tau).clamp_(-self.clip, self.clip)
 
     def sparsify_update(self, delta: torch.Tensor) -> torch.Tensor:
-        before = delta.abs().sum()
+        before = delta.abs().sum() if self.rescale else None
         self.dropout_(delta)
-        if self.rescale and before >= 1e-8:
+        if before is not None and before >= 1e-8:
             after = delta.abs().sum()
             delta.mul_(before / (after + self.defaults["eps"])).clamp_(-self.clip, self.clip)
         return delta
@@ -177,30 +195,76 @@ class OnTIESAdamW(OnlineMergingAdamW):
         if self.reserve_p >= 1 or k < 1:
             return tensor
         flat = tensor.view(-1)
-        before = flat.abs().sum()
-        flat.mul_(top_k_mask(flat.abs(), k))
-        if self.rescale and before >= 1e-8:
+        magnitude = flat.abs()
+        before = magnitude.sum() if self.rescale else None
+        flat.mul_(top_k_mask(magnitude, k))
+        if before is not None and before >= 1e-8:
             flat.mul_(before / flat.abs().sum())
         return tensor
 
     def merge(self, p: torch.Tensor, delta: torch.Tensor, tau: torch.Tensor) -> None:
         delta = self.trim_(delta)
-        elected = torch.where(tau + delta >= 0, 1.0, -1.0).to(delta.dtype)
-        p.add_(tau * (tau.sign() == elected), alpha=self.alpha)
-        p.add_(delta * (delta.sign() == elected), alpha=1 - self.alpha)
+        # The elected sign is + where τ̃ + Δ̃ ≥ 0; an entry survives where its own sign is the elected one
+        # (a zero entry adds nothing either way). Booleans, not ±1 tensors: a byte per entry, not four.
+        positive = (tau + delta) >= 0
+        p.add_(tau * ((tau > 0) == positive), alpha=self.alpha)
+        p.add_(delta * ((delta > 0) == positive), alpha=1 - self.alpha)
 
 
 def top_k_mask(values: torch.Tensor, k: int) -> torch.Tensor:
     """The k largest entries of a flat tensor, ties at the cut going to the lowest indices.
 
-    The entries the first k of a stable descending sort hold (NaN aside), in
-    the time of a ``topk`` rather than a sort: every entry above the k-th
-    largest value, then as many of those equal to it as are still missing.
+    The entries the first k of a stable descending sort hold (NaN aside),
+    without a sort: every entry above the k-th largest value, then as many of
+    those equal to it as are still missing.
     """
-    kth = values.topk(k, sorted=False).values.min()
+    kth = kth_largest(values, k)
+    reached = values >= kth
+    if int(reached.sum()) == k:  # the usual case: no tie at the cut, no index order needed
+        return reached
     above = values > kth
-    tied = values == kth
-    return above | (tied & (tied.cumsum(0) <= k - above.sum()))
+    tied = reached & ~above
+    return above | (tied & (tied.cumsum(0) <= k - int(above.sum())))
+
+
+def kth_largest(values: torch.Tensor, k: int) -> torch.Tensor:
+    """The k-th largest entry of a flat tensor, exactly.
+
+    On a large tensor a random sample (up to SAMPLE entries, an eighth of it at
+    most) finds a value that at least k entries reach: a bound below the k-th
+    largest, with room to spare. Only the entries at or above it are ranked,
+    about 1.5·k plus 200 sampled ranks' worth instead of all n. The sample
+    decides how fast, never what: when fewer than k entries reach the bound,
+    all of them are ranked.
+    """
+    n = values.numel()
+    size = min(SAMPLE, n // 8)
+    if n > SAMPLE_ABOVE and k < n // 4:
+        sample = values[torch.randint(n, (size,), generator=torch.Generator().manual_seed(n)).to(values.device)]
+        bound = sample.topk(min(size, math.ceil(1.5 * k * size / n) + 200), sorted=False).values.min()
+        candidates = values[values >= bound]
+        if candidates.numel() >= k:
+            return candidates.topk(k, sorted=False).values.min()
+    return values.topk(k, sorted=False).values.min()
+
+
+def kept_positions(n: int, p: float, generator: torch.Generator) -> torch.Tensor:
+    """The indices, in order, that keeping each of n entries with probability p keeps.
+
+    The gaps between kept entries of such a draw are independent and geometric
+    (failures before a success), so drawing the gaps, floor(log U / log(1−p)),
+    gives the same distribution from about p·n random numbers instead of n.
+    """
+    log_q = math.log1p(-p)
+    found, start = [], 0
+    while start < n:
+        expected = (n - start) * p
+        gaps = torch.rand(math.ceil(expected + 6 * math.sqrt(expected) + 16), generator=generator, dtype=torch.float64)
+        positions = start - 1 + torch.cumsum(torch.floor(torch.log1p(-gaps) / log_q) + 1, 0).to(torch.int64)
+        found.append(positions)
+        start = int(positions[-1]) + 1
+    kept = torch.cat(found)
+    return kept[kept < n]
 
 
 OPTIMIZERS = {"ondare": OnDAREAdamW, "onties": OnTIESAdamW}
