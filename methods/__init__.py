@@ -54,7 +54,7 @@ class Method:
     check: Callable[[Any], None] = lambda recipe: None
     training_rounds: Callable[[Any], int] = lambda recipe: 1
     contestant: bool = False
-    leaderboard: str = "suite"  # "suite" or "games" (methods/compare/variants.py BOARDS)
+    leaderboard: str = "suite"  # "suite" or "games" (methods/compare/leaderboard.py BOARDS)
     trains_on_prompts: bool = False
     roles: tuple[str, ...] = ()
     example: str = ""  # the recipe `alignflow serve` deploys on demand; default configs/<name>.yaml

@@ -14,6 +14,8 @@ the tempered, nucleus-truncated distribution. The row's logits are then set to t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from vllm import SamplingParams
 from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor
@@ -56,20 +58,17 @@ class SeededSampling(LogitsProcessor):
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
         if not self.rows:
             return logits
-        rows = list(self.rows)
         # The position is the number of tokens already generated: a prefill chunk whose token is
         # thrown away draws for the same position as the step that keeps it.
-        seeds = [seed * POSITIONS + len(output_ids) for seed, _, _, output_ids in self.rows.values()]
-        temperatures = [temperature for _, temperature, _, _ in self.rows.values()]
-        top_ps = [top_p for _, _, top_p, _ in self.rows.values()]
-        index = torch.tensor(rows, device=logits.device)
+        seeds, temperatures, top_ps = zip(*((seed * POSITIONS + len(out), t, p) for seed, t, p, out in self.rows.values()))
+        index = torch.tensor(list(self.rows), device=logits.device)
         tokens = draw(logits[index], seeds, temperatures, top_ps)
         logits[index] = float("-inf")
         logits[index, tokens] = 0.0
         return logits
 
 
-def draw(logits: torch.Tensor, seeds: list[int], temperatures: list[float], top_ps: list[float]) -> torch.Tensor:
+def draw(logits: torch.Tensor, seeds: Sequence[int], temperatures: Sequence[float], top_ps: Sequence[float]) -> torch.Tensor:
     """One token per row from softmax(row / temperature) cut to its top-p nucleus, by the Gumbel-max trick."""
     device = logits.device
     scaled = logits.float() / torch.tensor(temperatures, device=device).unsqueeze(1)
