@@ -46,7 +46,7 @@ def write_bytes(path: Path, data: bytes) -> Path:
 def gzip_jsonl_cut_mid_stream() -> bytes:
     """A gzip file of JSON Lines with a valid header, cut off halfway through its compressed data."""
     lines = "".join(json.dumps({"prompt": f"question {index}: {'why ' * (index % 7)}?"}) + "\n" for index in range(500))
-    data = gzip.compress(lines.encode())
+    data = gzip.compress(lines.encode(), mtime=0)  # the same bytes on every xdist worker
     return data[: len(data) // 2]
 
 
@@ -373,6 +373,7 @@ def test_a_csv_parquet_or_json_array_file_that_cannot_be_parsed_is_a_user_error_
         ("truncated.jsonl.gz", gzip_jsonl_cut_mid_stream()),
         ("not-gzip.csv.gz", b"prompt\nhello\n"),
     ],
+    ids=["not-gzip", "truncated", "not-gzip-csv"],
 )
 def test_a_damaged_gzip_file_is_a_one_line_user_error_naming_it(tmp_path, name, content):
     source = tmp_path / name

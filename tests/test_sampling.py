@@ -20,7 +20,7 @@ from pipeline_lib.sampling import (
     resolve_backend,
     sample_to_parquet,
 )
-from pipeline_lib.sampling.hf import HFSampler
+from pipeline_lib.sampling.hf import HFSampler, _length_groups
 
 GREEDY = SamplingParams(temperature=0, max_new_tokens=12)
 QUESTIONS = [
@@ -82,6 +82,28 @@ def test_greedy_matches_reference_and_ignores_batch_padding(
     shortest = min(range(len(prompts)), key=lambda i: batched[i].prompt_tokens)
     expected_ids = reference_greedy(reference_model, sampler.tokenizer, prompts[shortest], GREEDY.max_new_tokens)
     assert batched[shortest].text == sampler.tokenizer.decode(expected_ids, skip_special_tokens=True)
+
+
+def test_a_batch_of_varied_lengths_writes_the_rows_each_prompt_writes_alone(
+    sampler: HFSampler, prompts: list[str], tmp_path: Path
+) -> None:
+    """Rows of one batch are prefilled apart, in groups of about one length, into one static cache that pads
+    them: the Parquet rows (greedy) must be those of every prompt sampled on its own."""
+    varied = prompts + [render_chat(sampler.tokenizer, "why " * n) for n in (60, 25, 9)]
+    lengths = sorted((len(sampler.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in varied), reverse=True)
+    assert len(_length_groups(lengths)) >= 3, "the batch must take the grouped prefill"
+    ids = [f"q{i}" for i in range(len(varied))]
+    params = SamplingParams(temperature=0, max_new_tokens=10, n=2)
+    sample_to_parquet(sampler, ids, varied, params, tmp_path / "batched.parquet", tmp_path / "b", len(varied))
+    batch_size = sampler.batch_size
+    try:
+        sampler.batch_size = 1
+        sample_to_parquet(sampler, ids, varied, params, tmp_path / "alone.parquet", tmp_path / "a", len(varied))
+    finally:
+        sampler.batch_size = batch_size
+    batched, alone = pq.read_table(tmp_path / "batched.parquet"), pq.read_table(tmp_path / "alone.parquet")
+    assert batched.equals(alone)
+    assert len(set(batched.column("text").to_pylist())) == len(varied), "outputs must depend on the prompt"
 
 
 def test_greedy_is_deterministic_and_its_n_samples_identical(sampler: HFSampler, prompts: list[str]) -> None:

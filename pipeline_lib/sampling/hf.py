@@ -15,7 +15,8 @@ from typing import Any
 
 import torch
 from tqdm.auto import tqdm
-from transformers import GenerationConfig, PreTrainedModel
+from transformers import GenerationConfig, PreTrainedModel, StaticCache
+from transformers.cache_utils import StaticLayer
 
 from pipeline_lib.models import load_causal_lm, load_tokenizer
 from pipeline_lib.sampling.base import (
@@ -28,6 +29,10 @@ from pipeline_lib.sampling.base import (
     encode_prompts,
 )
 from pipeline_lib.sampling.stops import first_stop, stop_token_ids
+
+
+# A batch whose longest prompt is at most this many times its shortest is prefilled padded, in one pass.
+PREFILL_SLACK = 1.2
 
 
 class HFSampler(Sampler):
@@ -133,14 +138,50 @@ class HFSampler(Sampler):
         # fork_rng keeps the caller's global RNG untouched by our reseeding.
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices), torch.inference_mode():
+            cache = self._cache(token_lists, params.max_new_tokens)
             torch.manual_seed(derive_seed(params.seed, "batch", start))
             output = self._model.generate(
                 input_ids=input_ids.to(self.device),
                 attention_mask=attention_mask.to(self.device),
+                past_key_values=cache,
                 generation_config=config,
                 tokenizer=self.tokenizer if params.stop else None,
             )
         return output[:, width:].tolist()
+
+    def _cache(self, token_lists: list[list[int]], max_new_tokens: int) -> StaticCache | None:
+        """A static KV cache for the batch (None for a model whose layers are not all full attention), holding
+        each row's prompt but its last token when the rows differ in length.
+
+        Static: a growing cache is copied whole at every step, which on MT-Bench's widest batch (one prompt of
+        402 tokens) doubles the step time; a static one is written in place. Prefilled: a padded batch
+        computes every row to its longest prompt (12,864 positions there for 5,247 real tokens), so rows
+        (longest first, as the batch is) are prefilled in groups of about one length and padded only in the
+        cache, where padding keys are masked: each row's output is what it would be alone.
+        """
+        lengths = [len(t) for t in token_lists]
+        cache = StaticCache(config=self._model.config, max_cache_len=max(lengths) + max_new_tokens)
+        if any(type(layer) is not StaticLayer for layer in cache.layers):
+            return None
+        if min(lengths) < 2 or max(lengths) <= PREFILL_SLACK * min(lengths):
+            return cache  # generate prefills rows of about one length in one padded pass
+        width = max(lengths) - 1
+        keys: list[list[torch.Tensor]] = [[] for _ in cache.layers]
+        values: list[list[torch.Tensor]] = [[] for _ in cache.layers]
+        for group in _length_groups(lengths):
+            input_ids, attention_mask = self._left_padded([token_lists[r][:-1] for r in group])
+            position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # as in _score_batch
+            prefilled = self._model(
+                input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device),
+                position_ids=position_ids.to(self.device), logits_to_keep=1, use_cache=True,
+            ).past_key_values  # fmt: skip
+            for index, layer in enumerate(prefilled.layers):
+                pad = (0, 0, width - layer.keys.shape[-2], 0)
+                keys[index].append(torch.nn.functional.pad(layer.keys, pad))
+                values[index].append(torch.nn.functional.pad(layer.values, pad))
+        for index in range(len(cache.layers)):
+            cache.update(torch.cat(keys[index]), torch.cat(values[index]), index)
+        return cache
 
     def _next_token_logprobs(self, encoded: list[list[int]], ids: list[int]) -> list[list[float]]:
         """Every candidate is one token (a judge's labels): one pass per prompt reads them all from its
@@ -230,6 +271,17 @@ class HFSampler(Sampler):
 
     def _decode(self, tokens: list[int]) -> str:
         return self.tokenizer.decode(tokens, skip_special_tokens=True)
+
+
+def _length_groups(lengths: list[int]) -> list[list[int]]:
+    """Consecutive rows (longest first) in groups whose longest is at most PREFILL_SLACK times their shortest."""
+    groups: list[list[int]] = []
+    for row, length in enumerate(lengths):
+        if groups and lengths[groups[-1][0]] <= PREFILL_SLACK * length:
+            groups[-1].append(row)
+        else:
+            groups.append([row])
+    return groups
 
 
 def _pad_token_id(tokenizer: Any, stop_token_ids: list[int]) -> int:
