@@ -17,15 +17,14 @@ prompt tokens are spread. Prints a Markdown table and writes JSON.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench.report import machine, save  # noqa: E402
 
 from pipeline_lib.data import load_rows  # noqa: E402
 from pipeline_lib.models import load_tokenizer, resolve_model  # noqa: E402
@@ -83,7 +82,7 @@ def main() -> int:
         results[backend] = {"startup_s": round(startup, 1), "runs": runs, "texts": texts}
 
     report = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
+        "machine": machine(),
         "model": str(model),
         "prompts": len(prompts),
         "prompt_tokens": {length: token_spread(tokenizer, p) for length, p in prompt_sets.items()},
@@ -98,9 +97,7 @@ def main() -> int:
             for length in args.lengths
         }
     print(markdown(report))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    save(report, args.out)
     return 0
 
 

@@ -26,7 +26,6 @@ Prints Markdown tables and writes JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -38,6 +37,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench.report import machine, save  # noqa: E402
 
 import pyarrow.parquet as pq  # noqa: E402
 
@@ -139,9 +140,7 @@ def main() -> int:
         "results": {label: {k: v for k, v in r.items() if k != "texts"} for label, r in results.items()},
         "training": {"steps": args.steps, "batch": args.batch, "max_length": args.max_length, "results": trained},
     }  # fmt: skip
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    save(report, args.out)
     return 0
 
 

@@ -68,7 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("recipe", help="path to a recipe YAML, e.g. configs/seft.yaml")
     run.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. train.lr=1e-5")
     run.add_argument("--from-stage", metavar="NAME", help="recompute this stage and every stage after it")
-    _verify_flag(run)
+    _launch_flags(run)
 
     compare = _command(
         commands, "compare-methods", "run every method of a comparison recipe and log one leaderboard", _compare
@@ -78,7 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument(
         "--from-stage", metavar="NAME", help="recompute the first such stage any contestant reaches and every stage after it"
     )
-    _verify_flag(compare)
+    _launch_flags(compare)
 
     runs = _command(commands, "runs", "list the pipeline runs logged to MLflow, newest first", _runs)
     runs.add_argument("--experiment", metavar="NAME", help="only this experiment (default: all of them)")
@@ -153,11 +153,16 @@ def _parser() -> argparse.ArgumentParser:
 
 def _command(commands, name: str, help_text: str, handler: Callable) -> argparse.ArgumentParser:
     sub = commands.add_parser(name, help=help_text, description=help_text)
-    sub.set_defaults(handler=handler)
+    sub.set_defaults(handler=handler, command_name=name)
     return sub
 
 
-def _verify_flag(command: argparse.ArgumentParser) -> None:
+def _launch_flags(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show libraries' progress bars, log lines and warnings here (default: in a log file under $ALIGNFLOW_HOME/logs)",
+    )
     command.add_argument(
         "--verify",
         action="store_true",
@@ -166,8 +171,14 @@ def _verify_flag(command: argparse.ArgumentParser) -> None:
 
 
 def _launch(args, **options) -> int:
+    from flows.console import announce, quiet_libraries
+
+    log_file = None if args.verbose else quiet_libraries(args.command_name)  # before the libraries load
     from flows.launch import launch
     from tasks.stage import VERIFY_ENV
+
+    if log_file is not None:
+        announce(log_file)
 
     if args.verify:
         os.environ[VERIFY_ENV] = "1"  # read by every stage, in this process and its flow runs

@@ -38,6 +38,7 @@ from pydantic_core import to_jsonable_python
 from pipeline_lib.core import interrupts
 from pipeline_lib.core.errors import UserError
 from pipeline_lib.core.hashing import hash_json
+from pipeline_lib.core.progress import stage_display
 from pipeline_lib.store import (
     MANIFEST,
     build_stage,
@@ -179,9 +180,10 @@ class Stage:
         called = time.time()
         # Named by where it runs, so the UI tells round 1's training from round 2's.
         assert self.task is not None
-        self.task.with_options(refresh_cache=refresh, task_run_name=f"{self.name}/{link_as.parent.name}")(
-            out_dir=str(out_dir), key=key, force=force or rebuild, args=args
-        )
+        with stage_display(f"{self.name} ({where})"):
+            self.task.with_options(refresh_cache=refresh, task_run_name=f"{self.name}/{link_as.parent.name}")(
+                out_dir=str(out_dir), key=key, force=force or rebuild, args=args
+            )
         manifest = read_manifest(out_dir) or {}
         if waits and manifest.get("started_at", called) < called:
             _say(self.name, where, "reusing the output the other run built")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pipeline_lib.benchmarks.judge import Judge, LocalJudge
+from pipeline_lib.core import progress
 from pipeline_lib.core.hashing import hash_json
 from pipeline_lib.sampling.base import Message, Sampler
 from pipeline_lib.sampling.replicas import run_shards
@@ -60,6 +61,7 @@ def judge_all(
             todo.append(index)
             jobs.append(partial(_judge_shard, judge, batch, keys, shard))
     sampler = judge.sampler if isinstance(judge, LocalJudge) else None
+    progress.phase("judging", total=len(requests), done=sum(len(s) for s in shards if s is not None))
     made, replicas = run_shards(sampler, jobs, todo)
     for index, records in zip(todo, made, strict=True):
         shards[index] = records
@@ -72,8 +74,11 @@ def _judge_shard(
 ) -> list[dict]:
     """Judge one shard on ``sampler`` (one replica of a served judge; None: the judge as it is) and write it."""
     asking = judge.on(sampler) if isinstance(judge, LocalJudge) and sampler is not None else judge
-    done = [{"key": k, **fields} for k, fields in zip(keys, _ask(asking, batch), strict=True)]
+    with progress.counted_by_caller():
+        answers = _ask(asking, batch)
+    done = [{"key": k, **fields} for k, fields in zip(keys, answers, strict=True)]
     atomic_write_text(shard, "".join(json.dumps(r, sort_keys=True) + "\n" for r in done))
+    progress.advance(len(done))
     return done
 
 

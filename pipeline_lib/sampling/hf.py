@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 from transformers import GenerationConfig, PreTrainedModel, StaticCache
 from transformers.cache_utils import StaticLayer
 
+from pipeline_lib.core import progress
 from pipeline_lib.models import load_causal_lm, load_tokenizer
 from pipeline_lib.sampling.base import (
     FinishReason,
@@ -75,13 +75,13 @@ class HFSampler(Sampler):
         # an out-of-memory error shows up on the first batch, not the last.
         rows.sort(key=lambda row: (-len(encoded[row[0]]), row))
         results: dict[tuple[int, int], Sample] = {}
-        with tqdm(total=len(rows), unit="seq", desc="sampling", disable=not self.progress) as bar:
-            for start in range(0, len(rows), self.batch_size):
-                batch = rows[start : start + self.batch_size]
-                new_tokens = self._generate_batch([encoded[p] for p, _ in batch], params, start)
-                for (p, s), tokens in zip(batch, new_tokens, strict=True):
-                    results[p, s] = self._to_sample(p, s, len(encoded[p]), tokens, params)
-                bar.update(len(batch))
+        for start in range(0, len(rows), self.batch_size):
+            batch = rows[start : start + self.batch_size]
+            new_tokens = self._generate_batch([encoded[p] for p, _ in batch], params, start)
+            for (p, s), tokens in zip(batch, new_tokens, strict=True):
+                results[p, s] = self._to_sample(p, s, len(encoded[p]), tokens, params)
+            if self.progress:
+                progress.advance(len(batch) * (params.n if params.greedy else 1))
         return [
             dataclasses.replace(results[p, 0 if params.greedy else s], sample_index=s)
             for p in range(len(prompts))
@@ -98,13 +98,11 @@ class HFSampler(Sampler):
         rows = [(p, c) for p in range(len(encoded)) for c in range(len(choices))]
         # Longest first, as in generate: less padding, and out of memory on the first batch.
         rows.sort(key=lambda row: (-len(encoded[row[0]]) - len(choices[row[1]]), row))
-        with tqdm(total=len(rows), unit="seq", desc="scoring", disable=not self.progress) as bar:
-            for start in range(0, len(rows), self.batch_size):
-                batch = rows[start : start + self.batch_size]
-                totals = self._score_batch([encoded[p] for p, _ in batch], [choices[c] for _, c in batch])
-                for (p, c), total in zip(batch, totals, strict=True):
-                    scores[p][c] = total
-                bar.update(len(batch))
+        for start in range(0, len(rows), self.batch_size):
+            batch = rows[start : start + self.batch_size]
+            totals = self._score_batch([encoded[p] for p, _ in batch], [choices[c] for _, c in batch])
+            for (p, c), total in zip(batch, totals, strict=True):
+                scores[p][c] = total
         return scores
 
     def close(self) -> None:
@@ -188,20 +186,18 @@ class HFSampler(Sampler):
         next-token distribution, instead of one pass per candidate."""
         scores: list[list[float]] = [[] for _ in encoded]
         order = sorted(range(len(encoded)), key=lambda p: (-len(encoded[p]), p))
-        with tqdm(total=len(order), unit="seq", desc="scoring", disable=not self.progress) as bar:
-            for start in range(0, len(order), self.batch_size):
-                batch = order[start : start + self.batch_size]
-                input_ids, attention_mask = self._left_padded([encoded[p] for p in batch])
-                position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # as in _score_batch
-                with torch.inference_mode():
-                    logits = self._model(
-                        input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device),
-                        position_ids=position_ids.to(self.device), logits_to_keep=1, use_cache=False,
-                    ).logits  # fmt: skip
-                    rows = logits[:, -1].float().log_softmax(-1)[:, ids].double().tolist()
-                for p, row in zip(batch, rows, strict=True):
-                    scores[p] = row
-                bar.update(len(batch))
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start : start + self.batch_size]
+            input_ids, attention_mask = self._left_padded([encoded[p] for p in batch])
+            position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # as in _score_batch
+            with torch.inference_mode():
+                logits = self._model(
+                    input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device),
+                    position_ids=position_ids.to(self.device), logits_to_keep=1, use_cache=False,
+                ).logits  # fmt: skip
+                rows = logits[:, -1].float().log_softmax(-1)[:, ids].double().tolist()
+            for p, row in zip(batch, rows, strict=True):
+                scores[p] = row
         return scores
 
     def _score_batch(self, prompt_lists: list[list[int]], choice_lists: list[list[int]]) -> list[float]:

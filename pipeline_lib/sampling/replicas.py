@@ -27,9 +27,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from tqdm.auto import tqdm
-
-from pipeline_lib.core import interrupts
+from pipeline_lib.core import interrupts, progress
 from pipeline_lib.core.errors import UserError
 from pipeline_lib.sampling.base import Sample, Sampler, SamplingParams
 from pipeline_lib.sampling.vllm_server import ServerError, ServerOptions, replica_devices
@@ -100,7 +98,6 @@ class ReplicaSet(Sampler):
         state = threading.Condition()
         running = 0
         stopped: list[BaseException] = []
-        bar = tqdm(total=len(jobs), unit="shard", desc=f"shards on {len(self.members)} replicas", disable=len(jobs) < 2)
 
         def take() -> int | None:
             nonlocal running
@@ -137,10 +134,11 @@ class ReplicaSet(Sampler):
                     running -= 1
                     results[job] = result
                     served[member.url] += 1
-                    bar.update()
                     state.notify_all()
 
-        workers = [threading.Thread(target=serve, args=(i,), name=f"replica-{i}", daemon=True) for i in self._live_indices()]
+        # Each replica's rows count on the display of the stage that deals the shards.
+        serve_here = progress.carry_display(serve)
+        workers = [threading.Thread(target=serve_here, args=(i,), name=f"replica-{i}", daemon=True) for i in self._live_indices()]
         try:
             for worker in workers:
                 worker.start()
@@ -152,8 +150,6 @@ class ReplicaSet(Sampler):
                 stopped.append(error)
                 state.notify_all()
             raise
-        finally:
-            bar.close()
         if stopped:
             raise stopped[0]
         if len(results) < len(jobs):
@@ -192,7 +188,7 @@ def open_replicas(
     """Connect to the running servers ``urls``, or start ``replicas`` servers, each on its share of the devices."""
     from pipeline_lib.sampling.vllm_client import VLLMSampler
 
-    common = {"batch_size": batch_size, "progress": False, "failover": True}
+    common = {"batch_size": batch_size, "failover": True}
     if urls:
         opens = [lambda url=url: VLLMSampler(model_path, options, base_url=url, **common) for url in urls]
     else:

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipeline_lib.core import progress
 from pipeline_lib.sampling.base import Sample, Sampler, SamplingParams, derive_seed
 from pipeline_lib.sampling.replicas import run_shards
 from pipeline_lib.store import atomic_write_parquet, atomic_write_text
@@ -93,6 +94,8 @@ def sample_to_parquet(
         # Each shard gets its own seed so shards do not replay the same random stream.
         shard_params = dataclasses.replace(params, seed=derive_seed(params.seed, "shard", index))
         jobs.append(partial(_sample_shard, ids, texts, shard_params, parquet, meta_file, meta))
+    reused_rows = sum(table.num_rows for table in tables if table is not None)
+    progress.phase("sampling", total=len(prompts) * params.n, done=reused_rows)
     made, replicas = run_shards(sampler, jobs, todo)
     for index, table in zip(todo, made, strict=True):
         tables[index] = table

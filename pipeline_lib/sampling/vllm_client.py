@@ -23,8 +23,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tqdm.auto import tqdm
 
+from pipeline_lib.core import progress
 from pipeline_lib.core.errors import UserError
 from pipeline_lib.models import load_tokenizer
 from pipeline_lib.sampling.base import Sample, Sampler, SamplingParams, derive_seed, encode_choices, encode_prompts
@@ -108,7 +108,7 @@ class VLLMSampler(Sampler):
         # prefix serves every candidate; longer ones need the prompt logprobs, which bypass that cache.
         score = self._next_token if all(len(c) == 1 for c in choices) else self._score
         requests = [partial(score, prompt_ids, choice_ids) for prompt_ids in encoded for choice_ids in choices]
-        totals = iter(self._retrying(partial(self._run_requests, requests, "scoring (vllm)")))
+        totals = iter(self._retrying(partial(self._run_requests, requests)))
         return [[next(totals) for _ in choices] for _ in encoded]
 
     def close(self) -> None:
@@ -134,20 +134,21 @@ class VLLMSampler(Sampler):
                 self._recover(gone, attempt)
         raise AssertionError("unreachable")
 
-    def _run_requests(self, requests: list[Callable[[], T]], desc: str, seqs_each: int = 1) -> list[T]:
-        """Results of ``requests`` in their order, ``batch_size`` of them in flight at a time."""
+    def _run_requests(self, requests: list[Callable[[], T]], rows_each: int = 0) -> list[T]:
+        """Results of ``requests`` in their order, ``batch_size`` of them in flight at a time; each finished
+        one counts ``rows_each`` rows on the stage's display."""
         results: list[T] = []
         pool = ThreadPoolExecutor(max_workers=self.batch_size)
-        with tqdm(total=len(requests) * seqs_each, unit="seq", desc=desc, disable=not self.progress) as bar:
-            futures = [pool.submit(request) for request in requests]
-            try:
-                for future in futures:
-                    results.append(future.result())
-                    bar.update(seqs_each)
-            finally:
-                # On ctrl-C or a failed request, queued requests are dropped, not
-                # waited for; requests in flight end with the server.
-                pool.shutdown(wait=False, cancel_futures=True)
+        futures = [pool.submit(request) for request in requests]
+        try:
+            for future in futures:
+                results.append(future.result())
+                if self.progress and rows_each:
+                    progress.advance(rows_each)
+        finally:
+            # On ctrl-C or a failed request, queued requests are dropped, not
+            # waited for; requests in flight end with the server.
+            pool.shutdown(wait=False, cancel_futures=True)
         return results
 
     def _generate_all(self, encoded: list[list[int]], params: SamplingParams) -> list[Sample]:
@@ -160,7 +161,7 @@ class VLLMSampler(Sampler):
             for index, ids in enumerate(encoded)
             for first in range(0, n, each)
         ]
-        completed = iter(self._run_requests(requests, "sampling (vllm)", seqs_each=each))
+        completed = iter(self._run_requests(requests, rows_each=params.n if params.greedy else each))
         per_prompt = [[s for _ in range(0, n, each) for s in next(completed)] for _ in encoded]
         return [
             replace(per_prompt[p][0 if params.greedy else s], prompt_index=p, sample_index=s)

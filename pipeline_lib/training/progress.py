@@ -1,4 +1,5 @@
-"""One progress bar per training run, with the latest loss on it instead of a printed dict per log."""
+"""Training's part of the stage's display: its steps out of the total, with the latest loss, instead of a
+printed dict per log."""
 
 from __future__ import annotations
 
@@ -6,24 +7,27 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from tqdm.auto import tqdm
-from transformers import PrinterCallback, ProgressCallback, Trainer, TrainerControl, TrainerState, TrainingArguments
+from transformers import PrinterCallback, ProgressCallback, Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.utils import logging as hf_logging
 
+from pipeline_lib.core import progress
 
-class LossBar(ProgressCallback):
-    """transformers' step bar, named, and updated in place by each log rather than printing a line."""
+
+class LossBar(TrainerCallback):
+    """Steps and loss on the display of the stage the trainer runs in (nothing outside a stage)."""
 
     def __init__(self, description: str) -> None:
-        super().__init__()
         self.description = description
 
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
         if state.is_world_process_zero:
-            self.training_bar = tqdm(total=state.max_steps, desc=self.description, unit="step", dynamic_ncols=True)
-        self.current_step = 0
+            progress.phase(f"training {self.description}", total=state.max_steps, done=state.global_step, unit="step")
+
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        if state.is_world_process_zero:
+            progress.advance(1)
 
     def on_log(
         self,
@@ -33,8 +37,8 @@ class LossBar(ProgressCallback):
         logs: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        if self.training_bar is not None and logs and "loss" in logs:
-            self.training_bar.set_postfix(loss=f"{logs['loss']:.4g}", refresh=False)
+        if state.is_world_process_zero and logs and "loss" in logs:
+            progress.note(loss=f"{logs['loss']:.4g}")
 
 
 def use_loss_bar(trainer: Trainer, description: str, show: bool) -> None:
