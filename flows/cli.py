@@ -171,18 +171,19 @@ def _launch_flags(command: argparse.ArgumentParser) -> None:
 
 
 def _launch(args, **options) -> int:
-    from flows.console import announce, quiet_libraries
+    from flows.console import quiet_libraries, report
 
     log_file = None if args.verbose else quiet_libraries(args.command_name)  # before the libraries load
     from flows.launch import launch
     from tasks.stage import VERIFY_ENV
 
-    if log_file is not None:
-        announce(log_file)
-
     if args.verify:
         os.environ[VERIFY_ENV] = "1"  # read by every stage, in this process and its flow runs
-    return launch(args.recipe, args.overrides, **options)
+    # A mistake in the recipe raises before this, and stays one line.
+    code = launch(args.recipe, args.overrides, **options)
+    if log_file is not None:
+        report(log_file)
+    return code
 
 
 def _run(args) -> int:

@@ -1,5 +1,5 @@
 """What a command prints: alignflow's own lines and one bar per stage; libraries' bars, logs and warnings go
-to a log file unless ``--verbose``.
+to a log file unless ``--verbose``, named at the end of the run's report.
 
 Must run before the libraries are imported: tqdm reads ``TQDM_DISABLE`` once, when it is first imported,
 as the default of every bar (alignflow's own bars pass ``disable=False`` and still show).
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -42,8 +41,9 @@ def quiet_libraries(command: str) -> Path:
         logger = logging.getLogger(name)
         logger.handlers = [handler]
         logger.propagate = False
-        # A line per Prefect API request would bury the rest.
-        logger.setLevel(logging.WARNING if name in ("httpx", "urllib3") else logging.INFO)
+    # Levels stay as the libraries set them (warnings and worse), except MLflow's notes, which it would
+    # print: raising torch's would log its exit-time statistics into a file already closed.
+    logging.getLogger("mlflow").setLevel(logging.INFO)
     # MLflow would otherwise give its logger a console handler on import, and it prints some notes
     # ("Successfully registered model") straight to its stream.
     os.environ["MLFLOW_CONFIGURE_LOGGING"] = "false"
@@ -71,5 +71,6 @@ class _LoggedStream:
         pass
 
 
-def announce(log_file: Path) -> None:
-    print(f"alignflow: library messages go to {log_file} (--verbose shows them here)", file=sys.stderr)
+def report(log_file: Path) -> None:
+    """Where the libraries' messages went: the last line of a finished run's report."""
+    print(f"log:         {log_file}")

@@ -13,6 +13,7 @@ from transformers import TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
 from pipeline_lib.core.errors import UserError
+from pipeline_lib.core.progress import stage_display
 from pipeline_lib.models import count_parameters, load_causal_lm, load_tokenizer
 from pipeline_lib.sampling import render_chat
 from pipeline_lib.training.objectives import train_sft
@@ -167,10 +168,12 @@ def test_default_sft_loss_is_the_per_sequence_mean(tiny_model: Path, tmp_path: P
 def test_lora_is_merged_into_a_plain_model(tiny_model: Path, tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
     lora = LoraConfig(r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj", "down_proj"])
     config = FAST.model_copy(update={"mode": "lora", "lora": lora, "epochs": 2})
-    metrics = train_sft(tiny_model, ROWS, tmp_path / "merged", config, progress=True)
+    with stage_display("train-policy (round-1/train-policy)"):
+        metrics = train_sft(tiny_model, ROWS, tmp_path / "merged", config, progress=True)
 
     err = capfd.readouterr().err
-    assert "sft: 100%" in err and "'loss'" not in err, "one bar with the loss on it, no per-step dicts"
+    assert "train-policy (round-1/train-policy): training sft: 100%" in err and "loss=" in err
+    assert "'loss'" not in err, "the stage's bar with the loss on it, no per-step dicts"
     base_model = load_causal_lm(tiny_model)
     targeted = [m for name, m in base_model.named_modules() if name.rsplit(".", 1)[-1] in lora.target_modules]
     assert metrics["trainable_params"] == sum(lora.r * (m.in_features + m.out_features) for m in targeted)
