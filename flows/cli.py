@@ -12,6 +12,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 
 from pipeline_lib.core.errors import UserError
 from pipeline_lib.core.home import alignflow_home
@@ -171,16 +172,17 @@ def _launch_flags(command: argparse.ArgumentParser) -> None:
 
 
 def _launch(args, **options) -> int:
-    from flows.console import quiet_libraries, report
+    from flows.console import environment, quiet_libraries, report
 
-    log_file = None if args.verbose else quiet_libraries(args.command_name)  # before the libraries load
-    from flows.launch import launch
-    from tasks.stage import VERIFY_ENV
+    with ExitStack() as scope:  # what this command changes in the process ends with it
+        log_file = None if args.verbose else scope.enter_context(quiet_libraries(args.command_name))
+        from flows.launch import launch
+        from tasks.stage import VERIFY_ENV
 
-    if args.verify:
-        os.environ[VERIFY_ENV] = "1"  # read by every stage, in this process and its flow runs
-    # A mistake in the recipe raises before this, and stays one line.
-    code = launch(args.recipe, args.overrides, **options)
+        if args.verify:  # read by every stage, in this process and its flow runs
+            scope.enter_context(environment({VERIFY_ENV: "1"}))
+        # A mistake in the recipe raises before this, and stays one line.
+        code = launch(args.recipe, args.overrides, **options)
     if log_file is not None:
         report(log_file)
     return code

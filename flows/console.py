@@ -11,6 +11,8 @@ import logging
 import os
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from pipeline_lib.core.home import alignflow_home
@@ -23,36 +25,65 @@ LIBRARY_LOGGERS = (
 )  # fmt: skip
 
 
-def quiet_libraries(command: str) -> Path:
-    """Send libraries' bars, log records and warnings to a new log file under $ALIGNFLOW_HOME/logs; return it."""
-    os.environ["TQDM_DISABLE"] = "1"  # inherited by children too: a launched training worker
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+@contextmanager
+def quiet_libraries(command: str) -> Iterator[Path]:
+    """Send libraries' bars, log records and warnings to a new log file under $ALIGNFLOW_HOME/logs, named by
+    what this yields, until the block ends; then put back what it changed (a test calls the CLI in-process,
+    and the next command, or a child process it starts, must not inherit this one's quiet)."""
     folder = alignflow_home() / "logs"
     folder.mkdir(parents=True, exist_ok=True)
     log_file = folder / f"{command}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.log"
-    # transformers gives its root logger a console handler and a level of its own the first time it logs:
-    # let it do so now, so that what follows replaces them.
-    from transformers.utils import logging as hf_logging
+    with environment(QUIET_ENV), warnings.catch_warnings():  # the environment before the libraries load
+        from mlflow.utils import logging_utils as mlflow_logging
+        from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_default_handler()
-    handler = logging.FileHandler(log_file, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    for name in (*LIBRARY_LOGGERS, "py.warnings"):
-        logger = logging.getLogger(name)
-        logger.handlers = [handler]
-        logger.propagate = False
-    # Levels stay as the libraries set them (warnings and worse), except MLflow's notes, which it would
-    # print: raising torch's would log its exit-time statistics into a file already closed.
-    logging.getLogger("mlflow").setLevel(logging.INFO)
-    # MLflow would otherwise give its logger a console handler on import, and it prints some notes
-    # ("Successfully registered model") straight to its stream.
-    os.environ["MLFLOW_CONFIGURE_LOGGING"] = "false"
-    from mlflow.utils import logging_utils as mlflow_logging
+        # transformers gives its root logger a console handler when first asked for a logger: let it do so
+        # now, so that what follows replaces it, and puts it back.
+        hf_logging.get_logger()
+        handler = logging.FileHandler(log_file, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        loggers = [logging.getLogger(name) for name in (*LIBRARY_LOGGERS, "py.warnings")]
+        saved = [(logger, logger.handlers, logger.propagate, logger.level) for logger in loggers]
+        saved_stream = mlflow_logging.MLFLOW_LOGGING_STREAM
+        for logger in loggers:
+            logger.handlers = [handler]
+            logger.propagate = False
+        # Levels stay as the libraries set them (warnings and worse), except MLflow's notes, which it would
+        # print.
+        logging.getLogger("mlflow").setLevel(logging.INFO)
+        # MLflow prints some notes ("Successfully registered model") straight to this stream.
+        mlflow_logging.MLFLOW_LOGGING_STREAM = _LoggedStream(logging.getLogger("mlflow"))
+        logging.captureWarnings(True)
+        warnings.simplefilter("default")
+        try:
+            yield log_file
+        finally:
+            logging.captureWarnings(False)
+            mlflow_logging.MLFLOW_LOGGING_STREAM = saved_stream
+            for logger, handlers, propagate, level in saved:
+                logger.handlers, logger.propagate = handlers, propagate
+                logger.setLevel(level)
+            handler.close()
 
-    mlflow_logging.MLFLOW_LOGGING_STREAM = _LoggedStream(logging.getLogger("mlflow"))
-    logging.captureWarnings(True)
-    warnings.simplefilter("default")
-    return log_file
+
+# TQDM_DISABLE reaches children too (a launched training worker); MLflow would give its logger a console
+# handler on import.
+QUIET_ENV = {"TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "MLFLOW_CONFIGURE_LOGGING": "false"}
+
+
+@contextmanager
+def environment(values: dict[str, str]) -> Iterator[None]:
+    """These environment variables, until the block ends."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 class _LoggedStream:

@@ -3,15 +3,17 @@ everything the libraries said in the log file its report names; `--verbose` show
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import warnings
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.integration]
+from flows.console import quiet_libraries
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = "configs/sft-tiny.yaml"
@@ -20,7 +22,7 @@ RECIPE = "configs/sft-tiny.yaml"
 def run_cli(home: Path, *args: str) -> subprocess.CompletedProcess:
     """The CLI in a new interpreter, as a user starts it: quiet mode must act before the libraries load."""
     # Nothing of this worker's own Prefect and MLflow settings: the run keeps to its home.
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "TQDM_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "TQDM_", "HF_HUB_DISABLE"))}
     return subprocess.run(
         [sys.executable, "-m", "flows.cli", "run", RECIPE, *args],
         env={**env, "ALIGNFLOW_HOME": str(home)},
@@ -33,6 +35,7 @@ def bar_frames(stderr: str) -> list[str]:
     return [frame for frame in re.split(r"[\r\n]", stderr) if "%|" in frame]
 
 
+@pytest.mark.integration
 def test_run_shows_one_bar_per_stage_and_sends_library_output_to_its_log(tmp_path: Path) -> None:
     result = run_cli(tmp_path / "home")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -60,3 +63,23 @@ def test_run_shows_one_bar_per_stage_and_sends_library_output_to_its_log(tmp_pat
     assert again.returncode == 0, again.stderr[-3000:]
     assert "\nlog: " not in again.stdout
     assert any(frame.startswith("Loading weights") for frame in bar_frames(again.stderr))
+
+
+def test_quiet_ends_with_its_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A command run in-process (as tests and notebooks do) leaves nothing of its quiet to the next one."""
+    monkeypatch.setenv("ALIGNFLOW_HOME", str(tmp_path))
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    from transformers.utils import logging as hf_logging
+
+    transformers = hf_logging.get_logger("transformers")  # as transformers sets it up
+    before = (transformers.handlers[:], transformers.propagate, transformers.level, os.environ.get("MLFLOW_CONFIGURE_LOGGING"))
+    with quiet_libraries("run") as log_file:
+        assert os.environ["TQDM_DISABLE"] == "1"
+        transformers.warning("a library's warning")
+        warnings.warn("a deprecation", DeprecationWarning, stacklevel=1)
+        handler = transformers.handlers[0]
+    assert "TQDM_DISABLE" not in os.environ
+    assert (transformers.handlers, transformers.propagate, transformers.level, os.environ.get("MLFLOW_CONFIGURE_LOGGING")) == before
+    assert handler.stream is None, "the log file is closed"
+    logged = log_file.read_text()
+    assert "a library's warning" in logged and "a deprecation" in logged
