@@ -4,10 +4,11 @@
     .venv/bin/python bench/optimizers.py --model tiny-llama --steps 3
 
 Every optimizer steps the same parameters with the same fresh random
-gradients each step (drawn outside the timing); τ is a random delta of the
-parameters' own scale (the step cost does not depend on its values). Time is
-the mean wall time of ``step()`` after one warm-up step; memory is the optimizer state, τ included. Prints a Markdown
-table and writes JSON.
+gradients each step (drawn outside the timing), the three in turn within each
+step; τ is a random delta of the parameters' own scale (the step cost does
+not depend on its values). Time is the mean wall time of ``step()`` after one
+warm-up step; memory is the optimizer state, τ included (not the working
+buffers of one step). Prints a Markdown table and writes JSON.
 """
 
 from __future__ import annotations
@@ -33,30 +34,42 @@ def state_bytes(optimizer: torch.optim.Optimizer) -> int:
     return sum(t.numel() * t.element_size() for s in optimizer.state.values() for t in s.values() if torch.is_tensor(t))
 
 
-def measure(name: str, params: list[torch.nn.Parameter], steps: int, reserve_p: float, alpha: float) -> dict:
+def make(name: str, params: list[torch.nn.Parameter], reserve_p: float, alpha: float) -> torch.optim.Optimizer:
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=1e-5, **ADAM)
+    deltas = {id(p): torch.randn_like(p) * p.detach().abs().mean() for p in params}
+    return OPTIMIZERS[name](params, lr=1e-5, **ADAM, deltas=deltas, reserve_p=reserve_p, alpha=alpha)
+
+
+def measure(
+    names: tuple[str, ...], params: list[torch.nn.Parameter], steps: int, reserve_p: float, alpha: float
+) -> list[dict]:
+    """Each step, every optimizer in turn on the same fresh gradients: the machine's drift reaches all alike."""
     torch.manual_seed(0)
     for p in params:
         p.grad = torch.randn_like(p) * 1e-3
-    if name == "adamw":
-        optimizer = torch.optim.AdamW(params, lr=1e-5, **ADAM)
-    else:
-        deltas = {id(p): torch.randn_like(p) * p.detach().abs().mean() for p in params}
-        optimizer = OPTIMIZERS[name](params, lr=1e-5, **ADAM, deltas=deltas, reserve_p=reserve_p, alpha=alpha)
-    optimizer.step()  # allocates the moments
-    spent = 0.0
+    optimizers = {name: make(name, params, reserve_p, alpha) for name in names}
+    for optimizer in optimizers.values():
+        optimizer.step()  # allocates the moments
+    spent: dict[str, list[float]] = {name: [] for name in names}
     for _ in range(steps):
         # Fresh gradients every step, as in training: with one gradient repeated, Adam's |Δ| is the same
         # for every entry of a tensor, and OnTIES's top-k then ranks one long tie at every step.
         for p in params:
             p.grad.normal_(0, 1e-3)
-        started = time.perf_counter()
-        optimizer.step()
-        spent += time.perf_counter() - started
-    return {
-        "optimizer": name,
-        "step_ms": round(1000 * spent / steps, 1),
-        "state_mib": round(state_bytes(optimizer) / 2**20, 1),
-    }
+        for name, optimizer in optimizers.items():
+            started = time.perf_counter()
+            optimizer.step()
+            spent[name].append(time.perf_counter() - started)
+    return [
+        {
+            "optimizer": name,
+            "step_ms": round(1000 * sum(spent[name]) / steps, 1),
+            "steps_ms": [round(1000 * t, 1) for t in spent[name]],
+            "state_mib": round(state_bytes(optimizer) / 2**20, 1),
+        }
+        for name, optimizer in optimizers.items()
+    ]
 
 
 def main() -> int:
@@ -70,7 +83,7 @@ def main() -> int:
 
     params = [p for p in load_causal_lm(resolve_model(args.model)).parameters() if p.requires_grad]
     n = sum(p.numel() for p in params)
-    rows = [measure(name, params, args.steps, args.reserve_p, args.alpha) for name in ("adamw", "ondare", "onties")]
+    rows = measure(("adamw", "ondare", "onties"), params, args.steps, args.reserve_p, args.alpha)
     base = rows[0]["step_ms"]
     print(f"{args.model}: {n / 1e6:.1f} M parameters, p = {args.reserve_p}, α = {args.alpha}, {args.steps} steps\n")
     print("| optimizer | step (ms) | vs AdamW | state (MiB) |\n|---|---:|---:|---:|")

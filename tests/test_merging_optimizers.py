@@ -12,7 +12,7 @@ import math
 import pytest
 import torch
 
-from pipeline_lib.training.merging import SAMPLE_ABOVE, SPARSE_BELOW, OnDAREAdamW, OnTIESAdamW, kept_positions, top_k_mask
+from pipeline_lib.training.merging import SAMPLE_ABOVE, SPARSE_BELOW, OnDAREAdamW, OnTIESAdamW, kept_positions, top_k_indices
 
 LR, BETAS, EPS = 1e-2, (0.9, 0.999), 1e-8
 
@@ -381,4 +381,61 @@ def test_top_k_on_a_large_tensor_is_the_stable_sort_selection(ties: bool) -> Non
         cut = values.topk(k).values.min()
         values[(values - cut).abs() < 2e-4] = cut  # a few hundred entries share the k-th value
         assert int((values == cut).sum()) > 100
-    assert torch.equal(top_k_mask(values, k), stable_top_k(values, k))
+    assert torch.equal(top_k_indices(values, k), stable_top_k(values, k).nonzero().flatten())
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.2])
+def test_onties_rescale_gives_the_trimmed_update_the_whole_updates_l1(alpha: float) -> None:
+    n, p_keep = 40, 0.25
+    params = make_params([(n,)], dtype=torch.float64)
+    deltas = {id(params[0]): torch.zeros(n)}
+    opt = OnTIESAdamW(params, lr=LR, deltas=deltas, reserve_p=p_keep, alpha=alpha, rescale=True)
+    noise = torch.randn(n, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    g = torch.linspace(0.1, 3, n, dtype=torch.float64) * noise
+    delta = hf_adamw_updates([g])[0]
+    before = params[0].detach().clone()
+    params[0].grad = g.clone()
+    opt.step()
+    # With τ = 0 the election keeps every entry of Δ̃: the change is (1 − α)·Δ̃, scaled to Δ's L1.
+    top = delta.abs().argsort(descending=True)[: int(p_keep * n)]
+    expected = torch.zeros(n, dtype=torch.float64)
+    expected[top] = delta[top] * delta.abs().sum() / delta[top].abs().sum()
+    torch.testing.assert_close(params[0].detach() - before, (1 - alpha) * expected, rtol=1e-10, atol=1e-15)
+
+
+def test_top_k_is_exact_when_the_sample_overestimates_the_cut() -> None:
+    """A sample holding only the largest entries sets a bound fewer than k reach: all entries are ranked."""
+    from pipeline_lib.training import merging
+
+    n, k = 200_000, 20_000
+    values = torch.rand(n, generator=torch.Generator().manual_seed(5))
+    values[merging._sample_positions(n)] = 2.0
+    assert int((values == 2.0).sum()) < k
+    assert torch.equal(top_k_indices(values, k), stable_top_k(values, k).nonzero().flatten())
+
+
+def test_onties_resumed_from_its_state_dict_steps_as_if_never_stopped() -> None:
+    """A checkpoint's optimizer state, loaded into a new optimizer, gives the same next steps (the trainer's resume)."""
+    shapes = [(300, 400), (17,)]  # one tensor above SAMPLE_ABOVE: the sampled top-k
+    assert 300 * 400 > SAMPLE_ABOVE
+    generator = torch.Generator().manual_seed(6)
+    taus = [0.02 * torch.randn(shape, generator=generator) for shape in shapes]
+    grads = random_grads(make_params(shapes), steps=4)
+
+    def optimizer(params):
+        deltas = {id(p): t for p, t in zip(params, taus, strict=True)}
+        return OnTIESAdamW(params, lr=LR, deltas=deltas, reserve_p=0.05, alpha=0.3)
+
+    straight = make_params(shapes)
+    run_steps(optimizer(straight), straight, grads)
+
+    first = make_params(shapes)
+    stopped = optimizer(first)
+    run_steps(stopped, first, grads[:2])
+    saved = stopped.state_dict()
+    resumed_params = clone_params(first)
+    resumed = optimizer(resumed_params)
+    resumed.load_state_dict(saved)
+    run_steps(resumed, resumed_params, grads[2:])
+    for a, b in zip(straight, resumed_params, strict=True):
+        assert torch.equal(a.detach(), b.detach())

@@ -27,11 +27,13 @@ Where this departs from the reference code, on purpose:
 - Dropout masks come from the optimizer's own seeded generator; at small p
   they are drawn as the gaps between kept entries (``kept_positions``: the
   same distribution from about p·n random numbers instead of n). OnTIES
-  finds its top k without a full sort (``top_k_mask``: the same entries).
+  finds its top k without a full sort (``top_k_indices``: the same entries)
+  and merges on the entries its trimmed update keeps.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Mapping
 
@@ -40,9 +42,9 @@ import torch
 # Dropout at p up to this draws the kept positions (kept_positions), above it a uniform per entry.
 SPARSE_BELOW = 0.1
 # OnTIES's top-k on a tensor of more entries than SAMPLE_ABOVE first bounds the k-th largest from a
-# sample of at most SAMPLE of them (kth_largest).
+# sample of SAMPLE of them (top_k_indices): at p = 0.01 the bound lets about 1.3 % of the entries through.
 SAMPLE_ABOVE = 100_000
-SAMPLE = 100_000
+SAMPLE = 10_000
 
 
 class OnlineMergingAdamW(torch.optim.Optimizer):
@@ -76,6 +78,7 @@ class OnlineMergingAdamW(torch.optim.Optimizer):
         self.reserve_p, self.alpha, self.rescale = reserve_p, alpha, rescale
         self.merge_every, self.clip = merge_every, clip
         self.generator = torch.Generator().manual_seed(seed)
+        self._scratch: dict[tuple, torch.Tensor] = {}
         for group in self.param_groups:
             for p in group["params"]:
                 if id(p) not in deltas:
@@ -130,7 +133,7 @@ class OnlineMergingAdamW(torch.optim.Optimizer):
                 exp_avg_sq.mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
                 step_size = group["lr"] * math.sqrt(1 - beta2 ** state["step"]) / (1 - beta1 ** state["step"])
                 # exp_avg / (√v + eps) · −step_size, in one buffer: the same operations, two allocations fewer.
-                delta = exp_avg_sq.sqrt().add_(group["eps"])
+                delta = torch.sqrt(exp_avg_sq, out=self.scratch(p, "update")).add_(group["eps"])
                 torch.div(exp_avg, delta, out=delta).mul_(-step_size)
 
                 if self.merge_every > 1:
@@ -145,15 +148,28 @@ class OnlineMergingAdamW(torch.optim.Optimizer):
                     delta.add_(cached)
                     cached.zero_()
 
-                if self.alpha > 0:
-                    self.merge(p, delta, state["tau"])
-                else:
-                    p.add_(self.sparsify_update(delta))
+                self.update(p, delta, state["tau"])
                 self._decay(p, group)
         return loss
 
     def sparsify_update(self, delta: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def update(self, p: torch.Tensor, delta: torch.Tensor, tau: torch.Tensor) -> None:
+        """θ += the merged update (α > 0) or the sparsified one."""
+        if self.alpha > 0:
+            self.merge(p, delta, tau)
+        else:
+            p.add_(self.sparsify_update(delta))
+
+    def scratch(self, like: torch.Tensor, purpose: str) -> torch.Tensor:
+        """A buffer shaped like ``like``, one per purpose, shared by every parameter's step: a fresh tensor
+        per parameter and step costs the kernel's page faults on every large one (the embedding's 113 MB)."""
+        key = (purpose, like.device, like.dtype)
+        if key not in self._scratch:
+            size = max(p.numel() for group in self.param_groups for p in group["params"])
+            self._scratch[key] = torch.empty(size, device=like.device, dtype=like.dtype)
+        return self._scratch[key][: like.numel()].view(like.shape)
 
     @staticmethod
     def _decay(p: torch.Tensor, group: dict) -> None:
@@ -181,71 +197,125 @@ class OnDAREAdamW(OnlineMergingAdamW):
 
 
 class OnTIESAdamW(OnlineMergingAdamW):
-    """OnTIES: top-p magnitude trimming of τ (once) and of every update, then sign election."""
+    """OnTIES: top-p magnitude trimming of τ (once) and of every update, then sign election.
+
+    The trimmed update holds p·n entries, so it stays a list of (index, value): the election, the
+    masks and the update touch those entries only, and τ̃'s own entries, not every one of n.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        # τ̃'s entries by parameter, found once: τ̃ is fixed. Not in the state, which a checkpoint's load
+        # would cast to the parameters' dtype, indices included.
+        self._tau_entries: dict[torch.Tensor, tuple[torch.Tensor, torch.Tensor]] = {}
+        super().__init__(*args, **kwargs)
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict(state_dict)
+        self._tau_entries.clear()
 
     def sparsify_reference(self, tau: torch.Tensor) -> torch.Tensor:
-        return self.trim_(tau)
+        kept = self.top_share(tau.view(-1))
+        if kept is None:
+            return tau
+        trimmed = torch.zeros_like(tau)
+        trimmed.view(-1)[kept[0]] = kept[1]
+        return trimmed
 
     def sparsify_update(self, delta: torch.Tensor) -> torch.Tensor:
-        return self.trim_(delta)
+        return self.sparsify_reference(delta)
 
-    def trim_(self, tensor: torch.Tensor) -> torch.Tensor:
-        """Keep the int(p·n) entries of largest magnitude (all of them if that is under 1); L1-rescale if asked."""
-        k = int(self.reserve_p * tensor.numel())
+    def top_share(self, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The indices (ascending) and values of the int(p·n) entries of largest magnitude, L1-rescaled if
+        asked; None to keep all of them (p = 1, or p·n under 1)."""
+        k = int(self.reserve_p * flat.numel())
         if self.reserve_p >= 1 or k < 1:
-            return tensor
-        flat = tensor.view(-1)
-        magnitude = flat.abs()
-        before = magnitude.sum() if self.rescale else None
-        flat.mul_(top_k_mask(magnitude, k))
-        if before is not None and before >= 1e-8:
-            flat.mul_(before / flat.abs().sum())
-        return tensor
+            return None
+        magnitude = torch.abs(flat, out=self.scratch(flat, "magnitude"))
+        index = top_k_indices(magnitude, k)
+        values = flat[index]
+        if self.rescale:
+            before = magnitude.sum()
+            if before >= 1e-8:
+                values.mul_(before / values.abs().sum())
+        return index, values
+
+    def update(self, p: torch.Tensor, delta: torch.Tensor, tau: torch.Tensor) -> None:
+        kept = self.top_share(delta.view(-1))
+        if kept is None:
+            super().update(p, delta, tau)
+        elif self.alpha == 0:
+            p.view(-1).index_add_(0, *kept)
+        else:
+            self.merge_kept(p, *kept)
 
     def merge(self, p: torch.Tensor, delta: torch.Tensor, tau: torch.Tensor) -> None:
-        delta = self.trim_(delta)
-        # The elected sign is + where τ̃ + Δ̃ ≥ 0; an entry survives where its own sign is the elected one
-        # (a zero entry adds nothing either way). Booleans, not ±1 tensors: a byte per entry, not four.
+        """Every entry of Δ kept (p = 1): the election over all of them."""
         positive = (tau + delta) >= 0
         p.add_(tau * ((tau > 0) == positive), alpha=self.alpha)
         p.add_(delta * ((delta > 0) == positive), alpha=1 - self.alpha)
 
+    def merge_kept(self, p: torch.Tensor, index: torch.Tensor, delta: torch.Tensor) -> None:
+        """θ += α·τ̃' + (1−α)·Δ̃' where Δ̃ has only the entries ``index`` (values ``delta``).
 
-def top_k_mask(values: torch.Tensor, k: int) -> torch.Tensor:
-    """The k largest entries of a flat tensor, ties at the cut going to the lowest indices.
+        Where Δ̃ is 0 the elected sign is τ̃'s own, so τ̃ is kept whole there: α·τ̃ goes in on all of
+        τ̃'s entries, and on Δ̃'s, where the two compete, what the election keeps replaces it. The
+        elected sign is + where τ̃ + Δ̃ ≥ 0; an entry survives where its own sign is the elected one
+        (a zero entry adds nothing either way).
+        """
+        flat_p, tau = p.view(-1), self.state[p]["tau"].view(-1)
+        if p not in self._tau_entries:
+            self._tau_entries[p] = _entries(tau)
+        tau_index, tau_values = self._tau_entries[p]
+        t = tau[index]
+        positive = (t + delta) >= 0
+        kept_tau = t * ((t > 0) == positive)
+        on_delta = delta.mul_((delta > 0) == positive).mul_(1 - self.alpha)
+        flat_p.index_add_(0, tau_index, tau_values, alpha=self.alpha)
+        flat_p.index_add_(0, index, on_delta.add_(kept_tau.sub_(t), alpha=self.alpha))
 
-    The entries the first k of a stable descending sort hold (NaN aside),
-    without a sort: every entry above the k-th largest value, then as many of
-    those equal to it as are still missing.
-    """
-    kth = kth_largest(values, k)
-    reached = values >= kth
-    if int(reached.sum()) == k:  # the usual case: no tie at the cut, no index order needed
-        return reached
-    above = values > kth
-    tied = reached & ~above
-    return above | (tied & (tied.cumsum(0) <= k - int(above.sum())))
+
+def _entries(flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The indices and values of a flat tensor's non-zero entries."""
+    index = flat.nonzero().flatten()
+    return index, flat[index]
 
 
-def kth_largest(values: torch.Tensor, k: int) -> torch.Tensor:
-    """The k-th largest entry of a flat tensor, exactly.
+def top_k_indices(values: torch.Tensor, k: int) -> torch.Tensor:
+    """The indices, ascending, of the k largest entries of a flat tensor, ties at the cut going to the
+    lowest indices: the entries the first k of a stable descending sort hold (NaN aside), without a sort.
 
-    On a large tensor a random sample (up to SAMPLE entries, an eighth of it at
-    most) finds a value that at least k entries reach: a bound below the k-th
-    largest, with room to spare. Only the entries at or above it are ranked,
-    about 1.5·k plus 200 sampled ranks' worth instead of all n. The sample
-    decides how fast, never what: when fewer than k entries reach the bound,
-    all of them are ranked.
+    On a large tensor a fixed random sample of SAMPLE positions bounds the k-th largest from below: its
+    r-th largest, r three standard deviations above the k·s/n entries of the sample expected to reach
+    the k-th largest. About (r/s)·n entries reach that bound, and only they are ranked. The sample
+    decides how fast, never what: when fewer than k entries reach the bound, all of them are ranked.
     """
     n = values.numel()
-    size = min(SAMPLE, n // 8)
     if n > SAMPLE_ABOVE and k < n // 4:
-        sample = values[torch.randint(n, (size,), generator=torch.Generator().manual_seed(n)).to(values.device)]
-        bound = sample.topk(min(size, math.ceil(1.5 * k * size / n) + 200), sorted=False).values.min()
-        candidates = values[values >= bound]
+        expected = k * SAMPLE / n
+        rank = math.ceil(expected + 3 * math.sqrt(expected) + 4)
+        sample = values[_sample_positions(n).to(values.device)]
+        bound = sample.topk(rank, sorted=False).values.min()
+        candidates = (values >= bound).nonzero().flatten()
         if candidates.numel() >= k:
-            return candidates.topk(k, sorted=False).values.min()
-    return values.topk(k, sorted=False).values.min()
+            return candidates[_top_k_positions(values[candidates], k)]
+    return _top_k_positions(values, k)
+
+
+def _top_k_positions(values: torch.Tensor, k: int) -> torch.Tensor:
+    kth = values.topk(k, sorted=False).values.min()
+    reached = values >= kth
+    if int(reached.sum()) != k:  # a tie at the cut: the lowest indices among the tied
+        above = values > kth
+        tied = reached & ~above
+        reached = above | (tied & (tied.cumsum(0) <= k - int(above.sum())))
+    return reached.nonzero().flatten()
+
+
+@functools.cache
+def _sample_positions(n: int) -> torch.Tensor:
+    """The same sample of positions for every tensor of n entries (which entries are sampled changes the
+    speed, never the result)."""
+    return torch.randint(n, (SAMPLE,), generator=torch.Generator().manual_seed(n))
 
 
 def kept_positions(n: int, p: float, generator: torch.Generator) -> torch.Tensor:
