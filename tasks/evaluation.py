@@ -15,6 +15,7 @@ from pipeline_lib.suite.scoring import METRICS_FILE, SCORES_FILE, flat_metrics, 
 from pipeline_lib.tracking.lineage import register_final_model
 from pipeline_lib.tracking.rounds import round_child_run
 from pipeline_lib.training.report import train_metrics, training_round_metrics
+from tasks.limits import limited
 from tasks.sampling import SAMPLES_FILE
 from tasks.stage import Input, stage
 
@@ -31,7 +32,8 @@ def score(tmp: Path, items: Input, samples: Input) -> dict:
 score_samples_stage = score.named("score-samples")
 
 
-@task(name="log-round", retries=2, retry_delay_seconds=2, tags=["tracking"])
+@limited("tracking")
+@task(name="log-round", retries=2, retry_delay_seconds=2)
 def log_round(
     parent_run_id: str,
     round_index: int,
@@ -80,20 +82,23 @@ def log_round(
     return metrics
 
 
-@task(name="log-registered-model", retries=2, retry_delay_seconds=2, tags=["tracking"])
+@limited("tracking")
+@task(name="log-registered-model", retries=2, retry_delay_seconds=2)
 def register_model(parent_run_id: str, final_model: str, name: str) -> str | None:
     """Register the run's final model under the recipe's name (once per stage key); ``models:/NAME/V`` or None."""
     version = register_final_model(parent_run_id, final_model, name)
     return f"models:/{version.name}/{version.version}" if version else None
 
 
-@task(name="log-score-by-round", retries=2, retry_delay_seconds=2, tags=["tracking"])
+@limited("tracking")
+@task(name="log-score-by-round", retries=2, retry_delay_seconds=2)
 def log_score_by_round(parent_run_id: str, rounds: dict[int, dict[str, float]]) -> None:
     figure = rounds_figure(rounds, "held-out suite by round")
     tracking.log_figure(figure, "eval/score_by_round.png", run_id=parent_run_id)
 
 
-@task(name="log-benchmarks-by-round", retries=2, retry_delay_seconds=2, tags=["tracking"])
+@limited("tracking")
+@task(name="log-benchmarks-by-round", retries=2, retry_delay_seconds=2)
 def log_benchmarks_by_round(parent_run_id: str, rounds: dict[int, dict[str, float]]) -> None:
     """A plot per benchmark of ``eval.benchmarks`` by round, on the run."""
     for prefix, figure in benchmark_figures(rounds).items():

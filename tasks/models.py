@@ -6,10 +6,12 @@ from prefect import task
 
 from pipeline_lib.models import resolve_model
 from pipeline_lib.models.chat_template import write_with_template
+from tasks.limits import limited
 from tasks.stage import Input, stage
 
 
-@task(name="provision-model", tags=["io"])
+@limited("io")
+@task(name="provision-model")
 def provision_model(ref: str) -> str:
     return str(resolve_model(ref))
 

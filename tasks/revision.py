@@ -18,6 +18,7 @@ from pipeline_lib.store import read_manifest
 from pipeline_lib.suite.scoring import SCORES_FILE
 from pipeline_lib.tracking.rounds import outputs_tag
 from pipeline_lib.training.report import train_metrics
+from tasks.limits import limited
 from tasks.sampling import SAMPLES_FILE
 from tasks.stage import Input, KeyedBy, Neutral, OptionalInput, stage
 
@@ -67,7 +68,8 @@ def revise(
     )
 
 
-@task(name="log-reviser", retries=2, retry_delay_seconds=2, tags=["tracking"])
+@limited("tracking")
+@task(name="log-reviser", retries=2, retry_delay_seconds=2)
 def log_reviser(parent_run_id: str, data_dir: str, warmup_dir: str, reviser_dir: str) -> None:
     """The reviser's data counts, datasets and losses, as the parent's ``reviser`` child run (logged once)."""
     data = read_manifest(Path(data_dir)) or {}

@@ -54,6 +54,7 @@ from pipeline_lib.store import (
     stage_problem,
     writer_busy,
 )
+from tasks.limits import limited_tags
 from tasks.settings import cache_key_storage
 
 VERIFY_ENV = "ALIGNFLOW_VERIFY"
@@ -181,9 +182,9 @@ class Stage:
         # Named by where it runs, so the UI tells round 1's training from round 2's.
         assert self.task is not None
         with stage_display(f"{self.name} ({where})"):
-            self.task.with_options(refresh_cache=refresh, task_run_name=f"{self.name}/{link_as.parent.name}")(
-                out_dir=str(out_dir), key=key, force=force or rebuild, args=args
-            )
+            self.task.with_options(
+                refresh_cache=refresh, task_run_name=f"{self.name}/{link_as.parent.name}", tags=limited_tags(self.tags)
+            )(out_dir=str(out_dir), key=key, force=force or rebuild, args=args)
         manifest = read_manifest(out_dir) or {}
         if waits and manifest.get("started_at", called) < called:
             _say(self.name, where, "reusing the output the other run built")
@@ -285,7 +286,7 @@ def _declare(declared: Stage) -> Stage:
         version=str(declared.version),
         cache_policy=StageKey().configure(key_storage=cache_key_storage()),
         persist_result=True,
-        tags=list(declared.tags),
+        # No tags of its own: Prefect would keep them on every run. Stage.run gives a run those with a limit.
     )
     declared = dataclasses.replace(declared, task=prefect_task)
     DECLARED.setdefault(declared.name, []).append(declared)

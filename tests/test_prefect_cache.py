@@ -117,3 +117,34 @@ def test_a_stage_that_skipped_rows_says_so_in_one_line(tmp_path, capsys):
     out = Path(skipping(str(source), str(tmp_path / "run")))
     lines = [line for line in capsys.readouterr().err.splitlines() if "skipped" in line]
     assert lines == [f"stage drop-bad-rows (run/rows): skipped 2 rows (not a number: 2); see {out / 'manifest.json'}"]
+
+
+SEEN_TAGS: list[list[str]] = []
+LIMITED = "alignflow-test-limited"  # no other test's stages carry it
+
+
+@stage("tagged", tags=("accelerator", LIMITED))
+def tagged(folder: Path, n: int) -> None:
+    from prefect.context import TaskRunContext
+
+    SEEN_TAGS.append(sorted(TaskRunContext.get().task_run.tags))
+
+
+@flow(name="tagged-test")
+def tagged_flow(run_dir: str, n: int) -> None:
+    tagged.run(Path(run_dir) / "tagged", n=n)
+
+
+def test_a_stage_run_carries_only_its_tags_that_name_a_concurrency_limit(tmp_path, monkeypatch):
+    """Prefect asks the API for a slot of every tag's limit, existing or not; a tag without one is left off."""
+    monkeypatch.setenv("ALIGNFLOW_HOME", str(tmp_path / "home"))
+    SEEN_TAGS.clear()
+    tagged_flow(str(tmp_path / "run"), 1)
+    with get_client(sync_client=True) as client:
+        client.upsert_global_concurrency_limit_by_name(f"tag:{LIMITED}", 1)
+        try:
+            tagged_flow(str(tmp_path / "run"), 2)  # a new flow run reads the limits anew
+            assert client.read_global_concurrency_limit_by_name(f"tag:{LIMITED}").active_slots == 0
+        finally:
+            client.delete_global_concurrency_limit_by_name(f"tag:{LIMITED}")
+    assert SEEN_TAGS == [[], [LIMITED]]

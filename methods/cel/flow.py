@@ -27,6 +27,7 @@ from pipeline_lib.store import read_manifest
 from pipeline_lib.tracking.rounds import round_child_run
 from pipeline_lib.training.rows import TRAIN_ROWS_FILE
 from tasks.context import RunContext
+from tasks.limits import limited
 from tasks.stage import Input, KeyedBy, Neutral, OptionalInput, stage
 
 LEARN, EVALUATE = "cel-learn", "cel-evaluate"
@@ -106,7 +107,8 @@ def held_out(ctx: RunContext, k: int, model: str, learned: str | None) -> str:
     return ctx.run(cel_evaluate, k, model=model, knowledge=knowledge, cel=cel, layouts=layouts, **_play(ctx))
 
 
-@task(name="log-cel-round", retries=2, retry_delay_seconds=2, tags=["tracking"])
+@limited("tracking")
+@task(name="log-cel-round", retries=2, retry_delay_seconds=2)
 def log_cel_round(
     parent_run_id: str, round_index: int, eval_dir: str, learn_dir: str | None = None, trained: str | None = None
 ) -> dict:
