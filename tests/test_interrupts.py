@@ -226,7 +226,7 @@ def test_ctrl_c_pressed_repeatedly_during_training_stops_the_run(alignflow_home,
                 os.killpg(run.pid, signal.SIGINT)
             except ProcessLookupError:
                 break
-            time.sleep(0.4)
+            time.sleep(interrupts.REPEAT_AFTER_S / 2.5)
         assert run.wait(timeout=120) == 130, log.read_text()[-3000:]
         alive = stop_leftovers(children)
         assert not alive, f"left running: {[p.pid for p in alive]}"

@@ -30,7 +30,9 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-REPEAT_AFTER_S = 1.0
+# Long enough for Prefect to record a run as Crashed on a loaded 2-core machine (at 1 s, a ctrl-C pressed
+# repeatedly cut that short in CI and left the run Running).
+REPEAT_AFTER_S = 3.0
 
 _requested = threading.Event()
 _last_raised = float("-inf")
