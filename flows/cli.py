@@ -172,7 +172,8 @@ def _launch_flags(command: argparse.ArgumentParser) -> None:
 
 
 def _launch(args, **options) -> int:
-    from flows.console import environment, quiet_libraries, report
+    from flows.console import quiet_libraries, report
+    from pipeline_lib.core.environment import environment
 
     with ExitStack() as scope:  # what this command changes in the process ends with it
         log_file = None if args.verbose else scope.enter_context(quiet_libraries(args.command_name))

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from pipeline_lib.core.environment import environment
 from pipeline_lib.core.home import alignflow_home
 
 # The loggers of the libraries whose console output tells a user nothing (their weights load, a
@@ -69,21 +70,6 @@ def quiet_libraries(command: str) -> Iterator[Path]:
 # TQDM_DISABLE reaches children too (a launched training worker); MLflow would give its logger a console
 # handler on import.
 QUIET_ENV = {"TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "MLFLOW_CONFIGURE_LOGGING": "false"}
-
-
-@contextmanager
-def environment(values: dict[str, str]) -> Iterator[None]:
-    """These environment variables, until the block ends."""
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 class _LoggedStream:

@@ -37,6 +37,7 @@ from urllib.parse import urlsplit
 from prefect import Task
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner
 
+from pipeline_lib.core.environment import environment
 from pipeline_lib.core.errors import UserError
 from pipeline_lib.core.home import alignflow_home
 from pipeline_lib.core.orchestration import OrchestrationConfig, RayOptions
@@ -78,7 +79,7 @@ def cluster(config: OrchestrationConfig) -> Iterator[Cluster]:
     if config.task_runner == "local":
         # Processes, not threads: model loading (transformers' meta-device init) and torch's global RNG,
         # which every Trainer seeds, are per process; two trainings in one process would mix them.
-        with _environment(worker_environment()), ProcessPoolTaskRunner(max_workers=config.max_workers) as runner:
+        with environment(worker_environment()), ProcessPoolTaskRunner(max_workers=config.max_workers) as runner:
             yield Cluster(runner, "local")
         return
     from prefect_ray import RayTaskRunner
@@ -189,21 +190,6 @@ def _descendants(pids: set[int]) -> set[int]:
         found |= below
         frontier = below
     return found
-
-
-@contextmanager
-def _environment(values: Mapping[str, str]) -> Iterator[None]:
-    """``values`` in this process's environment for the block, which the pool's processes inherit when they start."""
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def worker_environment() -> dict[str, str]:
