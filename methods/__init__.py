@@ -91,6 +91,10 @@ SECTIONS: dict[str, type[Section]] = {
 }
 
 
+# Sections every method that evaluates prompts reads: ``orchestration`` runs a round's evaluations at once.
+EVALUATES = ("orchestration",)
+
+
 def present(*sections: str) -> Callable[[Raw], Raw]:
     """Defaults that give a recipe these sections (with their own defaults) when it leaves them out."""
     return lambda raw: {**{name: {} for name in sections}, **raw}
@@ -155,32 +159,33 @@ def _compare_check(recipe: Any) -> None:
 METHODS: dict[str, Method] = {
     m.name: m
     for m in (
-        Method("evaluate", "methods.evaluate.flow:evaluate_flow", "the held-out suite on the starting model"),
+        Method("evaluate", "methods.evaluate.flow:evaluate_flow", "the held-out suite on the starting model",
+               sections=EVALUATES),
         Method(
             "seft", "methods.seft.flow:seft_flow", "SEFT: an adaptive reviser improves the policy's samples, round after round",
-            sections=("reviser", "seft"), defaults=present("reviser", "seft"), objectives=("sft", "ift"),
+            sections=("reviser", "seft", *EVALUATES), defaults=present("reviser", "seft"), objectives=("sft", "ift"),
             check=_seft_check, training_rounds=lambda r: r.seft.rounds, contestant=True, roles=("prompts", "preference"),
         ),
         Method("sft", "methods.sft.flow:sft_flow", "SFT on the reference answers (or data.sft)", objectives=("sft",),
-               contestant=True, trains_on_prompts=True, roles=("sft",)),
+               sections=EVALUATES, contestant=True, trains_on_prompts=True, roles=("sft",)),
         Method("ift", "methods.sft.flow:ift_flow", "IFT on the reference answers (or data.sft)", objectives=("ift",),
-               contestant=True, trains_on_prompts=True, roles=("sft",)),
+               sections=EVALUATES, contestant=True, trains_on_prompts=True, roles=("sft",)),
         Method("dpo", "methods.dpo.flow:dpo_flow",
                "DPO: reference answers against the policy's failing samples (or data.preference as given)",
-               objectives=("dpo",), contestant=True, trains_on_prompts=True, roles=("preference",)),
+               sections=EVALUATES, objectives=("dpo",), contestant=True, trains_on_prompts=True, roles=("preference",)),
         Method(
             "spin", "methods.spin.flow:spin_flow", "SPIN: K iterations of self-play against the reference answers",
-            sections=("spin",), defaults=present("spin"), objectives=("spin",),
+            sections=("spin", *EVALUATES), defaults=present("spin"), objectives=("spin",),
             training_rounds=lambda r: r.spin.iterations, contestant=True, trains_on_prompts=True, roles=("sft",),
         ),
         Method(
             "figa", "methods.figa.flow:figa_flow", "FIGA: token weights from the policy's samples against their revisions",
-            sections=("figa", "reviser"), defaults=_figa_defaults, objectives=("figa",), check=_figa_check,
+            sections=("figa", "reviser", *EVALUATES), defaults=_figa_defaults, objectives=("figa",), check=_figa_check,
             contestant=True, trains_on_prompts=True, roles=("revisions", "prompts", "preference"),
         ),
         Method(
             "rft", "methods.rft.flow:rft_flow", "RFT: sample n, keep the answers the verifier passes, SFT on them",
-            sections=("rft",), defaults=present("rft"), objectives=("sft", "ift"), contestant=True, trains_on_prompts=True,
+            sections=("rft", *EVALUATES), defaults=present("rft"), objectives=("sft", "ift"), contestant=True, trains_on_prompts=True,
         ),
         Method(
             "compare", "methods.compare.flow:compare_methods", "compare-methods: contestants on one model, prompts and budget",

@@ -1,7 +1,10 @@
 """The stage calls behind ``eval.benchmarks``: every entry other than the suite, for one round's model.
 
-Each entry gives metrics (stepped by round), a table of judgments per round
-and the stage folders the round's MLflow child run is identified by.
+Each entry is a job of its own (``benchmark_jobs``): the entries of a round
+depend on nothing but the round's model, so they may run at once
+(``methods.jobs.at_once``). Their folders then give, in this process and in
+the recipe's order, metrics (stepped by round), a table of judgments per
+round and the stage folders the round's MLflow child run is identified by.
 """
 
 from __future__ import annotations
@@ -46,22 +49,29 @@ class BenchmarkResults:
     artifacts: dict[str, str] = field(default_factory=dict)  # file -> the round run's artifact folder
 
 
-def run_benchmarks(ctx: RunContext, model: str, k: int, suite_eval: str) -> BenchmarkResults:
-    """Every non-suite entry of ``eval.benchmarks`` on round k's ``model``."""
+def benchmark_jobs(ctx: RunContext, model: str, k: int, suite_eval: str) -> dict[str, tuple[Any, tuple]]:
+    """Round k's job for each non-suite entry of ``eval.benchmarks``, by its key: its stages up to its folder."""
     _check_endpoint(ctx)
+    return {benchmark_key(entry): (run_benchmark, (entry, model, k, suite_eval)) for entry in _entries(ctx)}
+
+
+def run_benchmark(ctx: RunContext, entry: Any, model: str, k: int, suite_eval: str) -> str | None:
+    """One entry's stages on round k's ``model``; its last stage's folder (None: nothing to judge this round)."""
+    if isinstance(entry, MTBenchBenchmark):
+        return _mt_bench(ctx, entry, model, k)
+    if isinstance(entry, PairwiseBenchmark):
+        return _pairwise(ctx, entry, model, k)
+    return _lm_eval(ctx, entry, model, k, suite_eval)
+
+
+def benchmark_results(ctx: RunContext, k: int, folders: dict[str, str | None]) -> BenchmarkResults:
+    """What round k logs from its benchmarks' folders (by key), in the recipe's order."""
     results = BenchmarkResults()
-    for entry in ctx.recipe.eval.entries():
-        if isinstance(entry, MTBenchBenchmark):
-            folder = _mt_bench(ctx, entry, model, k)
-        elif isinstance(entry, PairwiseBenchmark):
-            folder = _pairwise(ctx, entry, model, k)
-        elif isinstance(entry, LmEvalBenchmark):
-            folder = _lm_eval(ctx, entry, model, k, suite_eval)
-        else:
-            continue
+    for entry in _entries(ctx):
+        key = benchmark_key(entry)
+        folder = folders[key]
         if folder is None:
             continue
-        key = benchmark_key(entry)
         judged_by = read_judge(folder)
         if judged_by and (ctx.parent, key) not in _ONCE:
             # The judge and its prompt versions, as params: every judgment of the run was made by them.
@@ -75,6 +85,10 @@ def run_benchmarks(ctx: RunContext, model: str, k: int, suite_eval: str) -> Benc
         if table is not None:
             results.tables[f"{key}_judgments_round{k}.json"] = table
     return results
+
+
+def _entries(ctx: RunContext) -> list[Any]:
+    return [e for e in ctx.recipe.eval.entries() if isinstance(e, (MTBenchBenchmark, PairwiseBenchmark, LmEvalBenchmark))]
 
 
 def _check_endpoint(ctx: RunContext) -> None:

@@ -35,7 +35,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from prefect import Task
-from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner
+from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
 from pipeline_lib.core.environment import environment
 from pipeline_lib.core.errors import UserError
@@ -74,8 +74,15 @@ def parallel(config: OrchestrationConfig | None) -> bool:
 
 
 @contextmanager
-def cluster(config: OrchestrationConfig) -> Iterator[Cluster]:
-    """The task runner ``config`` names, started for the block and stopped after it (a local Ray with it)."""
+def cluster(config: OrchestrationConfig, threads: bool = False) -> Iterator[Cluster]:
+    """The task runner ``config`` names, started for the block and stopped after it (a local Ray with it).
+
+    ``threads``: local work runs in threads of this process (jobs that hold no model in the process).
+    """
+    if config.task_runner == "local" and threads:
+        with ThreadPoolTaskRunner(max_workers=config.max_workers) as runner:
+            yield Cluster(runner, "local")
+        return
     if config.task_runner == "local":
         # Processes, not threads: model loading (transformers' meta-device init) and torch's global RNG,
         # which every Trainer seeds, are per process; two trainings in one process would mix them.

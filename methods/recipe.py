@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import create_model, model_validator
 
 from methods import METHODS, SECTIONS
+from pipeline_lib.benchmarks.config import SuiteBenchmark
 from pipeline_lib.config import RecipeBase, read_raw_recipe, validate_with
 from pipeline_lib.suite.config import PromptsConfig
 from methods.data import replaces_suite_prompts
@@ -50,6 +51,11 @@ class _MethodRules(RecipeBase):
                     reads = f"it reads data.{', data.'.join(method.roles)}" if method.roles else "it reads no data role"
                     raise ValueError(f"data.{role} is not read by method {self.method!r} ({reads})")
         method.check(self)
+        if self.orchestration is not None and self.method != "compare" and all(isinstance(e, SuiteBenchmark) for e in self.eval.entries()):
+            raise ValueError(
+                "orchestration runs a round's evaluations at once (the suite beside each entry of eval.benchmarks); "
+                "this recipe has no benchmark besides the suite: remove it"
+            )
         given = [
             role for role in (self.data.roles() if self.data else {})
             if role in method.roles and replaces_suite_prompts(self.method, role)

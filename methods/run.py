@@ -11,6 +11,7 @@ from typing import Any
 
 from prefect import Flow, flow
 
+from methods.jobs import run_cluster
 from methods.recipe import Recipe, load_recipe, validate_recipe
 from pipeline_lib import tracking
 from pipeline_lib.core import interrupts
@@ -79,7 +80,7 @@ def method_flow(name: str, body: Body) -> Flow:
         config = parsed_recipe(recipe, overrides)
         if config.method != name:
             raise ValueError(f"the {name} flow got a {config.method} recipe")
-        with pipeline_run(config, from_stage) as ctx:
+        with pipeline_run(config, from_stage) as ctx, run_cluster(ctx):
             final_model, rounds = body(ctx)
             if config.eval.benchmarks:
                 log_benchmarks_by_round(ctx.parent, rounds)

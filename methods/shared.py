@@ -12,8 +12,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from methods.benchmarks import run_benchmarks
+from methods.benchmarks import benchmark_jobs, benchmark_results
 from methods.data import budget
+from methods.jobs import at_once
 from pipeline_lib.data.prepare import ROWS_FILE
 from pipeline_lib.data.sources import source_identities
 from pipeline_lib.models.chat_template import template_text
@@ -28,6 +29,9 @@ from tasks.revision import log_reviser, reviser_data, revise
 from tasks.sampling import generate_answers, sample_policy
 from tasks.stage import Stage
 from tasks.training import train_policy, train_reviser, warmup_reviser
+
+
+SUITE_JOB = "suite"  # the suite's job among a round's evaluations; benchmark keys never take this name
 
 
 def suite_items(ctx: RunContext, split: str, label: str, round_index: int | None = None, start: int = 0, stop: int | None = None) -> str:
@@ -132,20 +136,29 @@ def evaluate_round(
     """
     recipe = ctx.recipe
     items = suite_items(ctx, "eval", "eval")
-    params = SamplingParams(temperature=0.0, max_new_tokens=recipe.eval.max_new_tokens, seed=recipe.seed)
-    samples = answer(ctx, generate_answers, k, model, items, params, recipe.eval.batch_size)
-    scores = ctx.run(score, k, items=items, samples=samples)
+    # The suite and each benchmark depend on nothing but the model: with ``orchestration``, all at once.
+    jobs = {SUITE_JOB: (suite_answers, (model, k, items)), **benchmark_jobs(ctx, model, k, items)}
+    done = at_once(ctx, jobs, f"evaluation/round-{k}")
+    samples, scores = done.pop(SUITE_JOB)
     start = ctx.layout.stage(score.name, 0)
     if k > 0 and start.exists():
         # Against round 0 on the same prompts, so the table and MLflow say whether a change is more than noise.
         interval = score_interval(scores, start, recipe.eval.intervals, ctx.seed("interval", k))
         metrics = {**(metrics or {}), **interval_metrics(interval)}
-    bench = run_benchmarks(ctx, model, k, items)
+    bench = benchmark_results(ctx, k, done)
     if bench.outputs:
         metrics, tables = {**(metrics or {}), **bench.metrics}, {**(tables or {}), **bench.tables}
         outputs = {**(outputs or {}), **{f"benchmark-{key}": folder for key, folder in bench.outputs.items()}}
     trained_model = model if trained else None
     return log_round(ctx.parent, k, scores, items, trained_model, outputs, metrics, tables, datasets, bench.artifacts)
+
+
+def suite_answers(ctx: RunContext, model: str, k: int, items: str) -> tuple[str, str]:
+    """Round k's greedy answers to the held-out suite items, and their scores."""
+    recipe = ctx.recipe
+    params = SamplingParams(temperature=0.0, max_new_tokens=recipe.eval.max_new_tokens, seed=recipe.seed)
+    samples = answer(ctx, generate_answers, k, model, items, params, recipe.eval.batch_size)
+    return samples, ctx.run(score, k, items=items, samples=samples)
 
 
 def starting_model(ctx: RunContext) -> str:

@@ -30,7 +30,7 @@ KEY_ENV = "ALIGNFLOW_TEST_JUDGE_KEY"
 @pytest.fixture(scope="module")
 def endpoint():
     """A vLLM server for the tiny model that refuses requests without the key."""
-    server = POOL.acquire(ModelToServe(resolve_model("tiny-llama")), ServerOptions(extra_args=("--api-key", KEY)), 0)
+    server, _ = POOL.acquire(ModelToServe(resolve_model("tiny-llama")), ServerOptions(extra_args=("--api-key", KEY)), 0)
     try:
         yield f"{server.url}/v1"
     finally:

@@ -81,8 +81,11 @@ def test_a_setting_the_chosen_runner_ignores_is_refused(overrides, says):
         load_recipe(COMPARE, overrides)
 
 
-def test_only_compare_methods_reads_orchestration():
-    with pytest.raises(UserError, match="section 'orchestration' is only used by method 'compare'"):
+def test_orchestration_is_refused_where_nothing_would_run_at_once():
+    # CEL plays its games in order within a run; a sweep runs them at once as compare-methods contestants.
+    with pytest.raises(UserError, match="section 'orchestration' is only used by method"):
+        load_recipe(REPO / "configs" / "cel-frozenlake-tiny.yaml", ["orchestration.task_runner=local"])
+    with pytest.raises(UserError, match="no benchmark besides the suite: remove it"):
         load_recipe(REPO / "configs" / "sft-tiny.yaml", ["orchestration.task_runner=local"])
 
 

@@ -18,27 +18,23 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import sys
-import time
 from contextlib import nullcontext
-from pathlib import Path
 from typing import Any
 
-from prefect import flow, task
-from prefect.cache_policies import NO_CACHE
+from prefect import flow
 
 from methods import METHODS
 from methods.compare.leaderboard import BOARDS
 from methods.compare.variants import contestant_needs, variant_recipe
-from methods.orchestration import Cluster, cluster, parallel, run_dependent, where_am_i
-from methods.recipe import validate_recipe
+from methods.jobs import ORCHESTRATION_FILE, portable, run_job
+from methods.orchestration import Cluster, cluster, parallel, run_dependent
 from methods.run import parsed_recipe, pipeline_run
 from methods.shared import starting_model
 from pipeline_lib import tracking
 from pipeline_lib.config import save_resolved
 from pipeline_lib.reporting import metrics as m
-from pipeline_lib.sampling import resolve_backend, stop_all_servers
+from pipeline_lib.sampling import resolve_backend
 from pipeline_lib.store import atomic_write_text
 from pipeline_lib.store.runs import RunLayout
 from pipeline_lib.tracking.lineage import KIND_CONTESTANT, TAG_METHOD
@@ -48,8 +44,6 @@ from tasks.evaluation import register_model
 from tasks.stage import declared_resources
 
 TAG_VARIANT = "alignflow.variant"
-# Where each contestant ran, in the run folder, when they ran on a task runner (orchestration).
-ORCHESTRATION_FILE = "orchestration.json"
 # Every contestant's stages are the comparison's: --from-stage is checked against them before any runs.
 # Loaded through the registry, so this flow imports no other method's flow module by name.
 BODIES = {name: method.load_body() for name, method in METHODS.items() if method.contestant}
@@ -127,36 +121,22 @@ def _at_once(ctx: RunContext, found: Cluster, needs: dict[str, set[str]], base: 
 
     def job(label: str, done: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
         variant = variants[label]
-        contestant = _prepare(ctx, variant, {"base": base, **{name: o["final_model"] for name, o in done.items()}})
+        finished = {name: o["result"]["final_model"] for name, o in done.items()}
+        contestant = _prepare(ctx, variant, {"base": base, **finished})
         print(f"compare-methods: {label} ({variant.method}) on the {found.kind} task runner", flush=True)
-        return run_contestant, {
-            "label": label, "method": variant.method, "recipe": contestant.recipe.to_dict(),
-            "root": str(contestant.layout.root), "config_hash": contestant.layout.config_hash,
-            "parent": contestant.parent, "backend": contestant.backend, "forcing": ctx.forcing, "driver": os.getpid(),
-        }  # fmt: skip
+        task = run_job.with_options(name="contestant", task_run_name=f"contestant/{label}")
+        return task, {"label": label, "context": portable(contestant, f"compare.methods[{label}]"), "function": play,
+                      "args": (variant.method,)}  # fmt: skip
 
     # A contestant runs every kind of stage in turn, so it holds the most any stage asks for.
-    return run_dependent(found, list(variants), needs, job, declared_resources())
+    done = run_dependent(found, list(variants), needs, job, declared_resources())
+    return {label: {**outcome["result"], "ran": outcome["ran"]} for label, outcome in done.items()}
 
 
-@task(name="contestant", task_run_name="contestant/{label}", cache_policy=NO_CACHE, persist_result=False)
-def run_contestant(
-    label: str, method: str, recipe: dict, root: str, config_hash: str, parent: str, backend: str, forcing: Any, driver: int
-) -> dict[str, Any]:
-    """One contestant's method body, in a thread of this process or a Ray worker; its stages and MLflow
-    runs land where the comparison's do (the worker gets the home, Prefect API and tracking URI)."""
-    started = time.time()
-    config = validate_recipe(recipe, origin=f"compare.methods[{label}]")
-    elsewhere = os.getpid() != driver
-    if elsewhere:
-        tracking.configure(config.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI"), config.tracking.experiment)
-    contestant = RunContext(config, RunLayout(Path(root), config_hash), parent, forcing, backend)
-    try:
-        final_model, rounds = BODIES[method](contestant)
-    finally:
-        if elsewhere:
-            stop_all_servers()  # servers this worker kept warm end with its contestant
-    return {"final_model": final_model, "rounds": rounds, "ran": {**where_am_i(), "started_at": started, "ended_at": time.time()}}
+def play(contestant: RunContext, method: str) -> dict[str, Any]:
+    """One contestant's method body, wherever its job runs."""
+    final_model, rounds = BODIES[method](contestant)
+    return {"final_model": final_model, "rounds": rounds}
 
 
 def _prepare(ctx: RunContext, variant: Any, results: dict[str, str]) -> RunContext:

@@ -31,7 +31,8 @@ def variant_recipe(compare: Recipe, variant: MethodVariant, results: dict[str, s
     raw = copy.deepcopy(compare.to_dict())
     raw.pop("compare")
     raw["method"], raw["name"] = variant.method, f"{compare.name}-{variant.label}"
-    kept = METHODS[variant.method].sections
+    # The comparison's orchestration runs its contestants at once; a contestant's own evaluations run in order.
+    kept = set(METHODS[variant.method].sections) - {"orchestration"}
     for section in SECTIONS:
         if section not in kept or raw.get(section) is None:
             raw.pop(section, None)

@@ -2,7 +2,8 @@
 
 Unset, everything runs one after another in the command's process, as it
 always did. ``task_runner: local`` runs independent work (compare-methods
-contestants) on a pool of ``max_workers`` processes; ``task_runner: ray`` on a
+contestants, a round's evaluations) on a pool of ``max_workers`` processes,
+or threads where the work holds no model in the process; ``task_runner: ray`` on a
 Ray cluster: a local one started for the run and stopped after it
 (``ray.address: null``), or the one at ``ray.address``. Where work runs never
 changes what it computes, so the section is output-neutral (it never renames
@@ -27,23 +28,28 @@ class RayOptions(Section):
 
     @model_validator(mode="after")
     def _used(self) -> RayOptions:
-        # A setting the chosen cluster ignores is refused, not accepted and dropped.
-        if self.address is not None and "num_cpus" in self.model_fields_set:
+        # A setting the chosen cluster ignores is refused, not accepted and dropped. Compared with the
+        # defaults, not by being written: a recipe dumped and read again (a job's, a retry's) says them all.
+        if self.address is not None and self.num_cpus is not None:
             raise ValueError("num_cpus sizes the local Ray started for the run; a cluster at ray.address has its own")
-        if self.address is None and "timeout_s" in self.model_fields_set:
+        if self.address is None and self.timeout_s != _default(RayOptions, "timeout_s"):
             raise ValueError("timeout_s bounds the wait for ray.address; without an address Ray starts here")
         return self
 
 
 class OrchestrationConfig(Section):
-    task_runner: Literal["local", "ray"] = Field("local", description="local: a pool of processes on this machine; ray: a Ray cluster")
-    max_workers: int = Field(2, ge=1, description="local: processes that run independent work at once")
+    task_runner: Literal["local", "ray"] = Field("local", description="local: a pool on this machine; ray: a Ray cluster")
+    max_workers: int = Field(2, ge=1, description="local: jobs that run at once (processes; threads for a round's evaluations on vLLM)")
     ray: RayOptions = Field(default_factory=RayOptions)
 
     @model_validator(mode="after")
     def _used(self) -> OrchestrationConfig:
-        if self.task_runner == "local" and "ray" in self.model_fields_set:
+        if self.task_runner == "local" and self.ray != RayOptions():
             raise ValueError("the ray settings need task_runner: ray")
-        if self.task_runner == "ray" and "max_workers" in self.model_fields_set:
+        if self.task_runner == "ray" and self.max_workers != _default(OrchestrationConfig, "max_workers"):
             raise ValueError("max_workers sizes the local process pool; on Ray the cluster's resources decide")
         return self
+
+
+def _default(section: type[Section], name: str) -> object:
+    return section.model_fields[name].default

@@ -80,12 +80,13 @@ class VLLMSampler(Sampler):
             self.model_name = self._served_model(served)
         else:
             started = time.perf_counter()
-            self.server = POOL.acquire(served, options, keep_warm)
+            self.server, how = POOL.acquire(served, options, keep_warm)
             waited = time.perf_counter() - started
             self.url = self.server.url
             self.model_name = f"{SERVED_NAME}-adapter" if served.adapter else SERVED_NAME
             self.seed_requests = True
-            how = f"started in {waited:.1f} s" if waited > 1 else "kept warm"
+            if how == "started" or waited > 1:
+                how = f"{how}, waited {waited:.1f} s" if how != "started" else f"started in {waited:.1f} s"
             if options.devices:
                 how += f", {'GPUs' if has_cuda() else 'cores'} {options.devices}"
             print(f"vllm: serving {model_path} at {self.url} ({how})", file=sys.stderr)
@@ -281,8 +282,7 @@ class VLLMSampler(Sampler):
         if self.server is not None:
             # Dead, or alive with a dead engine (HTTP 500): either way a fresh server is the retry.
             print(f"vllm: {self.server.describe_failure()}\nvllm: restarting it and retrying the shard", file=sys.stderr)
-            self.server.stop()
-            self.server.start()
+            self.server.restart(self.url)
             self.url = self.server.url
         else:
             wait = 2.0 * attempt

@@ -89,6 +89,7 @@ class VLLMServer:
         self.process: subprocess.Popen | None = None
         self.url = ""
         self.log_file: Path | None = None
+        self._restarting = threading.Lock()
 
     def start(self) -> VLLMServer:
         reap_orphans()
@@ -111,6 +112,15 @@ class VLLMServer:
         stop_group(self.process, grace=20.0)
         _record_file(self.process.pid).unlink(missing_ok=True)
         self.process = None
+
+    def restart(self, seen_url: str) -> None:
+        """Start again after the server at ``seen_url`` failed; a no-op when another user of this shared server
+        has restarted it since (it answers at a new URL)."""
+        with self._restarting:
+            if self.url != seen_url and self.is_alive():
+                return
+            self.stop()
+            self.start()
 
     def is_alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
@@ -367,35 +377,69 @@ class ServerPool:
 
     A SEFT round samples the policy, revises with the reviser, then evaluates
     the new policy, which the next round samples again: with two servers
-    kept, four starts serve eight generation stages. ``close`` stops them
-    all; the flow calls it on success, failure and ctrl-C, and an exit hook
-    calls it too.
+    kept, four starts serve eight generation stages. Stages that run at once
+    (a round's benchmarks, ``orchestration``) share a model's server: vLLM
+    batches their requests together, and a second copy of the model would
+    only take memory. ``close`` stops them all; the flow calls it on success,
+    failure and ctrl-C, and an exit hook calls it too.
     """
 
     def __init__(self) -> None:
         self._idle: dict[tuple[ModelToServe, ServerOptions], VLLMServer] = {}
+        self._lent: dict[tuple[ModelToServe, ServerOptions], tuple[VLLMServer, int]] = {}
+        self._starting: dict[tuple[ModelToServe, ServerOptions], threading.Lock] = {}
         self._lock = threading.Lock()
 
-    def acquire(self, model: ModelToServe, options: ServerOptions, keep: int) -> VLLMServer:
+    def acquire(self, model: ModelToServe, options: ServerOptions, keep: int) -> tuple[VLLMServer, str]:
+        """A server for ``model``, and how it came: "started", "kept warm" or "shared" (in use by another stage)."""
+        key = (model, options)
         with self._lock:
-            server = self._idle.pop((model, options), None)
-            if server is not None and server.is_alive():
-                return server
-            # Make room first: an idle server's memory is better spent on the one we need.
-            while self._idle and len(self._idle) >= max(keep, 1):
-                self._idle.pop(next(iter(self._idle))).stop()
-        return VLLMServer(model, options).start()
+            starting = self._starting.setdefault(key, threading.Lock())
+        # One start per model at a time: a stage that asks while another starts the model waits to share it.
+        with starting:
+            with self._lock:
+                lent = self._lend(key)
+                if lent is not None:
+                    return lent
+                # Make room first: an idle server's memory is better spent on the one we need.
+                while self._idle and len(self._idle) >= max(keep, 1):
+                    self._idle.pop(next(iter(self._idle))).stop()
+            server = VLLMServer(model, options).start()
+            with self._lock:
+                self._lent[key] = (server, 1)
+            return server, "started"
+
+    def _lend(self, key: tuple[ModelToServe, ServerOptions]) -> tuple[VLLMServer, str] | None:
+        server, users = self._lent.get(key, (None, 0))
+        how = "shared"
+        if server is None:
+            server, how = self._idle.pop(key, None), "kept warm"
+            if server is not None and not server.is_alive():
+                server.stop()
+                server = None
+        if server is None:
+            return None
+        self._lent[key] = (server, users + 1)
+        return server, how
 
     def release(self, server: VLLMServer, keep: int) -> None:
-        if keep < 1 or not server.is_alive():
-            server.stop()
-            return
+        key = (server.model, server.options)
         with self._lock:
-            self._idle[(server.model, server.options)] = server
-            while len(self._idle) > keep:
-                self._idle.pop(next(iter(self._idle))).stop()
+            lent, users = self._lent.get(key, (None, 0))
+            if lent is server and users > 1:
+                self._lent[key] = (server, users - 1)
+                return
+            if lent is server:
+                del self._lent[key]
+            if keep >= 1 and server.is_alive():
+                self._idle[key] = server
+                while len(self._idle) > keep:
+                    self._idle.pop(next(iter(self._idle))).stop()
+                return
+        server.stop()
 
     def close(self) -> None:
+        """Stop the idle servers; a lent one is its users' to release (a stage's sampler does on any exit)."""
         with self._lock:
             servers, self._idle = list(self._idle.values()), {}
         for server in servers:

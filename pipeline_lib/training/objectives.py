@@ -24,7 +24,8 @@ from pipeline_lib.models.loading import load_tokenizer
 from pipeline_lib.training.collate import PairCollator, SequenceCollator
 from pipeline_lib.training.config import TrainConfig
 from pipeline_lib.training.figa_data import token_kinds
-from pipeline_lib.training.losses import sequence_logps
+from pipeline_lib.training.logits import response_logits
+from pipeline_lib.training.losses import IGNORE_INDEX, sequence_logps
 from pipeline_lib.training.runner import Objective, fine_tune
 from pipeline_lib.training.sft import sft_objective
 from pipeline_lib.training.sft_data import tokenize_sft_rows
@@ -73,8 +74,10 @@ def add_reference_logps(model: PreTrainedModel, dataset: Dataset, collator: Pair
         for start in range(0, len(dataset), REF_BATCH):
             batch = plain(dataset.select(range(start, min(start + REF_BATCH, len(dataset)))))
             batch = {name: tensor.to(model.device) for name, tensor in batch.items()}
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-            logps = sequence_logps(logits, batch["labels"]).tolist()
+            logits, spans = response_logits(
+                model, batch["labels"], input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+            )
+            logps = sequence_logps(logits, spans.take(batch["labels"], IGNORE_INDEX)).tolist()
             half = len(logps) // 2
             chosen += logps[:half]
             rejected += logps[half:]

@@ -10,7 +10,8 @@ from transformers import Trainer
 from trl import SFTConfig, SFTTrainer
 
 from pipeline_lib.training.config import TrainConfig
-from pipeline_lib.training.losses import sft_loss
+from pipeline_lib.training.logits import response_logits
+from pipeline_lib.training.losses import IGNORE_INDEX, sft_loss
 from pipeline_lib.training.runner import Objective
 
 
@@ -39,8 +40,10 @@ class CompletionSFTTrainer(SFTTrainer):
         num_items_in_batch: torch.Tensor | int | None = None,
     ) -> Any:
         if self.reduction == "sequence":
-            logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
-            loss = sft_loss(logits, inputs["labels"])
+            logits, spans = response_logits(
+                model, inputs["labels"], input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]
+            )
+            loss = sft_loss(logits, spans.take(inputs["labels"], IGNORE_INDEX))
             return (loss, {"logits": logits}) if return_outputs else loss
         if self.args.device.type == "cpu":
             return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)

@@ -16,6 +16,7 @@ import torch
 from transformers import PreTrainedConfig, Trainer
 
 from pipeline_lib.training.config import FigaConfig, IftConfig, PreferenceConfig
+from pipeline_lib.training.logits import Spans, response_logits
 from pipeline_lib.training.losses import (
     IGNORE_INDEX,
     figa_loss,
@@ -104,8 +105,10 @@ class PreferenceTrainer(ObjectiveTrainer):
         self.preference = preference
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
-        logps = sequence_logps(logits, inputs["labels"])
+        logits, spans = response_logits(
+            model, inputs["labels"], input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]
+        )
+        logps = sequence_logps(logits, spans.take(inputs["labels"], IGNORE_INDEX))
         ref = inputs["ref_logps"].to(logps.device)
         half = logps.shape[0] // 2
         losses, chosen, rejected = preference_loss(
@@ -166,25 +169,26 @@ class IFTTrainer(ObjectiveTrainer):
         lam = self.current_lambda()
         if self._never_mixes:
             # The plain forward pass: a configured λ = 0 with γ = 0 is exactly per-sequence SFT, gradients included.
-            logits = model(input_ids=input_ids, attention_mask=mask).logits
+            logits, spans = response_logits(model, labels, input_ids=input_ids, attention_mask=mask)
         else:
-            logits = self.mixed_logits(model, input_ids, labels, mask, lam)
-        loss = ift_loss(logits, labels, self.ift.gamma, self.ift.detach_weights)
+            logits, spans = self.mixed_logits(model, input_ids, labels, mask, lam)
+        loss = ift_loss(logits, spans.take(labels, IGNORE_INDEX), self.ift.gamma, self.ift.detach_weights)
         self.record(ift_lambda=lam)
         return (loss, {"logits": logits}) if return_outputs else loss
 
     @staticmethod
-    def mixed_logits(model, input_ids, labels, mask, lam: float) -> torch.Tensor:
-        """Pass 2's logits, on (1 − λ)·E(true) + λ·E(guess) from the detached embedding table."""
+    def mixed_logits(model, input_ids, labels, mask, lam: float) -> tuple[torch.Tensor, Spans]:
+        """Pass 2's logits on (1 − λ)·E(true) + λ·E(guess) from the detached embedding table, with their spans."""
         table = model.get_input_embeddings().weight.detach()
         true_embeds = torch.nn.functional.embedding(input_ids, table)
         with torch.no_grad():
-            guesses = model(inputs_embeds=true_embeds, attention_mask=mask).logits.argmax(-1)
+            guess_logits, spans = response_logits(model, labels, inputs_embeds=true_embeds, attention_mask=mask)
+            guesses = spans.put(input_ids, guess_logits.argmax(-1))
         # Position t gets the guess made at t − 1 from the true prefix; prompt and padding stay true.
         shifted = torch.cat([input_ids[:, :1], guesses[:, :-1]], dim=1)
         mixed_ids = torch.where(labels == IGNORE_INDEX, input_ids, shifted)
         embeds = (1 - lam) * true_embeds + lam * torch.nn.functional.embedding(mixed_ids, table)
-        return model(inputs_embeds=embeds, attention_mask=mask).logits
+        return response_logits(model, labels, inputs_embeds=embeds, attention_mask=mask)
 
 
 class FigaTrainer(ObjectiveTrainer):
@@ -196,10 +200,17 @@ class FigaTrainer(ObjectiveTrainer):
         self.figa = figa
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
+        logits, spans = response_logits(
+            model, inputs["labels"], input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]
+        )
         figa = self.figa
         loss = figa_loss(
-            logits, inputs["labels"], inputs["token_kind"], figa.alpha, figa.beta, tuple(figa.negative_band)
+            logits,
+            spans.take(inputs["labels"], IGNORE_INDEX),
+            spans.take(inputs["token_kind"], 0),
+            figa.alpha,
+            figa.beta,
+            tuple(figa.negative_band),
         )
         kinds = inputs["token_kind"]
         self.record(figa_positive_tokens=float((kinds > 0).sum()), figa_negative_candidates=float((kinds < 0).sum()))
