@@ -22,7 +22,7 @@ from transformers import AutoModelForCausalLM
 from pipeline_lib.core.errors import UserError
 from pipeline_lib.models import load_tokenizer
 from pipeline_lib.sampling import SAMPLES_SCHEMA, SamplingParams, make_sampler, render_chat, sample_to_parquet
-from pipeline_lib.sampling.config import SamplerConfig
+from pipeline_lib.sampling.config import SamplerConfig, VllmConfig
 from pipeline_lib.sampling.environment import vllm_python
 from pipeline_lib.sampling.hf import HFSampler
 from pipeline_lib.sampling.vllm_client import VLLMSampler
@@ -152,17 +152,30 @@ def test_a_dead_server_is_restarted_and_the_work_retried(vllm, prompts, capfd):
     assert "restarting it and retrying the shard" in err
 
 
-def test_failure_inside_a_stage_leaves_no_server_once_the_run_ends(tiny_model, prompts):
+def test_a_server_in_use_is_shared_and_outlives_all_but_its_last_user(tiny_vllm):
+    """Stages that run at once on one model (a round's evaluations) share its server instead of starting another."""
+    from pipeline_lib.sampling.vllm_server import POOL
+
+    server, how = POOL.acquire(tiny_vllm.server.model, tiny_vllm.server.options, 0)
+    assert server is tiny_vllm.server and how == "shared"
+    POOL.release(server, 0)  # kept 0 warm, but the session's sampler still uses it
+    assert server.is_alive()
+
+
+def test_failure_inside_a_stage_leaves_no_server_once_the_run_ends(tiny_model, tiny_vllm, prompts):
     """make_sampler keeps a server warm for the next stage; the run's end (here: stop_all_servers) stops it."""
     from pipeline_lib.sampling import stop_all_servers
 
+    # Options of its own: the session's server (tiny_vllm, still in use) would be shared, not started and stopped.
+    config = SamplerConfig(backend="vllm", vllm=VllmConfig(kv_cache_gib=1))
     with pytest.raises(RuntimeError, match="stage failed"):
-        with make_sampler(SamplerConfig(backend="vllm"), tiny_model) as sampler:
+        with make_sampler(config, tiny_model) as sampler:
             pid = _pid(sampler)
             raise RuntimeError("stage failed")
+    assert pid != _pid(tiny_vllm)
     assert psutil.pid_exists(pid), "kept warm for the next stage of the same run"
     # A second stage on the same model reuses it instead of starting another.
-    with make_sampler(SamplerConfig(backend="vllm"), tiny_model) as sampler:
+    with make_sampler(config, tiny_model) as sampler:
         assert _pid(sampler) == pid
         sampler.generate(prompts[:1], GREEDY)
     stop_all_servers()
