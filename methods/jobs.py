@@ -49,23 +49,31 @@ def portable(ctx: RunContext, origin: str = "the run's recipe") -> dict[str, Any
 
 
 @task(name="job", task_run_name="{label}", cache_policy=NO_CACHE, persist_result=False)
-def run_job(label: str, context: dict[str, Any], function: Callable[..., Any], args: tuple = ()) -> dict[str, Any]:
-    """``function(ctx, *args)`` in this task's process; returns its result and where and when it ran."""
-    from methods.recipe import validate_recipe
+def run_job(label: str, context: RunContext | dict[str, Any], function: Callable[..., Any], args: tuple = ()) -> dict[str, Any]:
+    """``function(ctx, *args)`` in this task's process; returns its result and where and when it ran.
 
+    ``context``: the run's own context in a thread of its process, else ``portable(ctx)``.
+    """
     started = time.time()
-    config = validate_recipe(context["recipe"], origin=context["origin"])
-    elsewhere = os.getpid() != context["driver"]
-    if elsewhere:
-        tracking.configure(config.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI"), config.tracking.experiment)
-    ctx = RunContext(config, RunLayout(Path(context["root"]), context["config_hash"]), context["parent"], context["forcing"],
-                     context["backend"])  # fmt: skip
+    ctx = context if isinstance(context, RunContext) else _rebuilt(context)
+    elsewhere = isinstance(context, dict) and os.getpid() != context["driver"]
     try:
         result = function(ctx, *args)
     finally:
         if elsewhere:
             stop_all_servers()  # servers this worker kept warm end with its job
     return {"result": result, "ran": {**where_am_i(), "started_at": started, "ended_at": time.time()}}
+
+
+def _rebuilt(context: dict[str, Any]) -> RunContext:
+    """The run's context in another process: its recipe parsed there, its MLflow store configured."""
+    from methods.recipe import validate_recipe
+
+    config = validate_recipe(context["recipe"], origin=context["origin"])
+    if os.getpid() != context["driver"]:
+        tracking.configure(config.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI"), config.tracking.experiment)
+    layout = RunLayout(Path(context["root"]), context["config_hash"])
+    return RunContext(config, layout, context["parent"], context["forcing"], context["backend"])
 
 
 @contextmanager
@@ -102,7 +110,7 @@ def at_once(ctx: RunContext, jobs: dict[str, tuple[Callable[..., Any], tuple]], 
     found = _RUN_CLUSTER.get()
     if found is None or len(jobs) < 2:
         return {label: function(ctx, *args) for label, (function, args) in jobs.items()}
-    context = portable(ctx)
+    context = ctx if found.in_process else portable(ctx)
 
     def job(label: str, _done: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
         function, args = jobs[label]

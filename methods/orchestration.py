@@ -62,6 +62,7 @@ class Cluster:
     started_here: bool = False
     processes: list[int] = field(default_factory=list)  # PIDs of the Ray processes this run started
     gpus: float = 0.0  # GPUs the cluster has; a job asks for GPUs only when it has some
+    in_process: bool = False  # jobs run in threads of this process, so they may share its objects
 
     def describe(self) -> dict[str, Any]:
         return {"task_runner": self.kind, "address": self.address, "started_here": self.started_here,
@@ -81,7 +82,7 @@ def cluster(config: OrchestrationConfig, threads: bool = False) -> Iterator[Clus
     """
     if config.task_runner == "local" and threads:
         with ThreadPoolTaskRunner(max_workers=config.max_workers) as runner:
-            yield Cluster(runner, "local")
+            yield Cluster(runner, "local", in_process=True)
         return
     if config.task_runner == "local":
         # Processes, not threads: model loading (transformers' meta-device init) and torch's global RNG,
