@@ -380,8 +380,9 @@ class ServerPool:
     kept, four starts serve eight generation stages. Stages that run at once
     (a round's benchmarks, ``orchestration``) share a model's server: vLLM
     batches their requests together, and a second copy of the model would
-    only take memory. ``close`` stops them all; the flow calls it on success,
-    failure and ctrl-C, and an exit hook calls it too.
+    only take memory. ``close`` stops the idle ones (a lent server is released
+    by its stage's sampler on any exit); the flow calls it on success, failure
+    and ctrl-C, and an exit hook calls it too.
     """
 
     def __init__(self) -> None:
