@@ -10,7 +10,7 @@ import torch
 
 from pipeline_lib.models import load_causal_lm, load_tokenizer
 from pipeline_lib.training.collate import SequenceCollator
-from pipeline_lib.training.logits import response_logits, response_spans
+from pipeline_lib.training.logits import response_logits, response_spans, with_response_logits
 from pipeline_lib.training.losses import IGNORE_INDEX, sft_loss
 from pipeline_lib.training.sft_data import tokenize_sft_rows
 
@@ -66,3 +66,23 @@ def test_a_model_without_logits_to_keep_gets_the_whole_sequence(batch) -> None:
     logits, spans = response_logits(NoKeep(), labels, input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
     assert logits.shape[1] == labels.shape[1]
     assert torch.equal(spans.take(labels, I), labels)
+
+
+def test_the_models_own_token_mean_loss_on_the_spans_is_the_whole_sequences(tiny_model, batch) -> None:
+    """sft_reduction=token on CPU: the model's loss (the Trainer's num_items_in_batch included) reads the same
+    numbers when only the spans reach the LM head, and gives the same gradients."""
+    model = load_causal_lm(tiny_model)
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "labels": batch["labels"]}
+    kept = with_response_logits(model, inputs)
+    assert kept["logits_to_keep"].shape[1] < batch["labels"].shape[1] / 5
+    for extra in ({}, {"num_items_in_batch": torch.tensor(50)}):
+        model.zero_grad()
+        loss = model(**kept, **extra).loss
+        loss.backward()
+        window_grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+        model.zero_grad()
+        expected = model(**inputs, **extra).loss
+        expected.backward()
+        torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
+        for name, parameter in model.named_parameters():
+            torch.testing.assert_close(window_grads[name], parameter.grad, rtol=1e-4, atol=1e-7)

@@ -72,13 +72,31 @@ def response_logits(model: torch.nn.Module, labels: torch.Tensor, **inputs: torc
     states its own way), or one whose forward takes no ``logits_to_keep``,
     gets the whole sequence.
     """
-    spans = response_spans(labels)
-    if spans.positions.shape[1] == labels.shape[1] or not _keeps_logits(type(_unwrapped(model))):
+    spans = _kept_spans(model, labels)
+    if spans is None:
         return model(**inputs).logits, whole(labels)
     logits = model(**inputs, logits_to_keep=spans.positions).logits
     if logits.shape[:2] != spans.positions.shape:
         raise RuntimeError(f"{type(_unwrapped(model)).__name__} kept logits of shape {tuple(logits.shape)}")
     return logits, spans
+
+
+def with_response_logits(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``inputs`` for a model that computes its own loss from ``labels``: the response spans' labels, and
+    ``logits_to_keep`` for their positions (or ``inputs`` as they are, as in ``response_logits``). The model's
+    loss shifts labels within the span exactly as on the whole sequence, and every ignored position adds 0."""
+    spans = _kept_spans(model, inputs["labels"])
+    if spans is None:
+        return inputs
+    return {**inputs, "labels": spans.take(inputs["labels"], IGNORE_INDEX), "logits_to_keep": spans.positions}
+
+
+def _kept_spans(model: torch.nn.Module, labels: torch.Tensor) -> Spans | None:
+    """The response spans, or None where keeping them saves nothing or the model cannot keep logits."""
+    spans = response_spans(labels)
+    if spans.positions.shape[1] == labels.shape[1] or not _keeps_logits(type(_unwrapped(model))):
+        return None
+    return spans
 
 
 def _unwrapped(model: torch.nn.Module) -> torch.nn.Module:

@@ -10,7 +10,7 @@ from transformers import Trainer
 from trl import SFTConfig, SFTTrainer
 
 from pipeline_lib.training.config import TrainConfig
-from pipeline_lib.training.logits import response_logits
+from pipeline_lib.training.logits import response_logits, with_response_logits
 from pipeline_lib.training.losses import IGNORE_INDEX, sft_loss
 from pipeline_lib.training.runner import Objective
 
@@ -46,7 +46,7 @@ class CompletionSFTTrainer(SFTTrainer):
             loss = sft_loss(logits, spans.take(inputs["labels"], IGNORE_INDEX))
             return (loss, {"logits": logits}) if return_outputs else loss
         if self.args.device.type == "cpu":
-            return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
+            return Trainer.compute_loss(self, model, with_response_logits(model, inputs), return_outputs, num_items_in_batch)
         return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
 
