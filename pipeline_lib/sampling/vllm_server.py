@@ -206,9 +206,12 @@ class VLLMServer:
     def _environment(self, instance: Path, scratch: Path) -> dict[str, str]:
         env = {
             **os.environ,
-            # Caches and IPC sockets stay in the instance folder, not in ~ or /tmp.
-            "VLLM_CACHE_ROOT": str(instance / "cache"),
-            "TORCHINDUCTOR_CACHE_DIR": str(instance / "inductor"),
+            # Caches stay in the home, not in ~, and are shared by the home's servers: vLLM keys what it
+            # keeps (a model class's inspection, about 9 CPU-seconds in a subprocess at each start
+            # otherwise; compiled kernels) by the source it came from, and writes it atomically.
+            # IPC sockets stay in the instance folder, not in /tmp.
+            "VLLM_CACHE_ROOT": str(vllm_dir() / "cache"),
+            "TORCHINDUCTOR_CACHE_DIR": str(vllm_dir() / "inductor"),
             "TMPDIR": str(scratch),
             "VLLM_NO_USAGE_STATS": "1",
             "DO_NOT_TRACK": "1",
