@@ -6,9 +6,10 @@
 
 The batch is the reviser's shape: long inputs (the instructions, the prompt
 and the sample), short targets. Both variants run the same SFT loss on the
-same random batch (``sequence``: each row's mean, ``sft_loss``; ``token``: the
-model's own mean over every labelled token, as the Trainer calls it on CPU), in turn within each step, after one warm-up step each;
-the time is the mean wall time of forward, loss and backward. Prints a
+same random batch (``sequence``: each row's mean, ``sft_loss``; ``token``:
+the model's own mean over every labelled token, as the Trainer calls it on
+CPU), in turn within each step, after one warm-up step each; the time is the
+mean wall time of forward, loss and backward. Prints a
 Markdown table and writes JSON.
 """
 

@@ -140,7 +140,7 @@ class VLLMServer:
         with open(self.log_file, "w") as log:
             self.process = spawn_tied(
                 self._command(port),
-                env=self._environment(instance, scratch),
+                env=self._environment(scratch),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -203,13 +203,13 @@ class VLLMServer:
             command = ["taskset", "-c", o.devices, *command]
         return command
 
-    def _environment(self, instance: Path, scratch: Path) -> dict[str, str]:
+    def _environment(self, scratch: Path) -> dict[str, str]:
         env = {
             **os.environ,
             # Caches stay in the home, not in ~, and are shared by the home's servers: vLLM keys what it
             # keeps (a model class's inspection, about 9 CPU-seconds in a subprocess at each start
             # otherwise; compiled kernels) by the source it came from, and writes it atomically.
-            # IPC sockets stay in the instance folder, not in /tmp.
+            # IPC sockets stay in the server's own folder (scratch), not in /tmp.
             "VLLM_CACHE_ROOT": str(vllm_dir() / "cache"),
             "TORCHINDUCTOR_CACHE_DIR": str(vllm_dir() / "inductor"),
             "TMPDIR": str(scratch),
