@@ -55,8 +55,8 @@ def run_job(label: str, context: RunContext | dict[str, Any], function: Callable
     ``context``: the run's own context in a thread of its process, else ``portable(ctx)``.
     """
     started = time.time()
-    ctx = context if isinstance(context, RunContext) else _rebuilt(context)
     elsewhere = isinstance(context, dict) and os.getpid() != context["driver"]
+    ctx = context if isinstance(context, RunContext) else _rebuilt(context, elsewhere)
     try:
         result = function(ctx, *args)
     finally:
@@ -65,12 +65,13 @@ def run_job(label: str, context: RunContext | dict[str, Any], function: Callable
     return {"result": result, "ran": {**where_am_i(), "started_at": started, "ended_at": time.time()}}
 
 
-def _rebuilt(context: dict[str, Any]) -> RunContext:
-    """The run's context in another process: its recipe parsed there, its MLflow store configured."""
+def _rebuilt(context: dict[str, Any], elsewhere: bool) -> RunContext:
+    """The run's context from ``portable``: its recipe parsed here, and, in another process than the
+    driver's, its MLflow store configured."""
     from methods.recipe import validate_recipe
 
     config = validate_recipe(context["recipe"], origin=context["origin"])
-    if os.getpid() != context["driver"]:
+    if elsewhere:
         tracking.configure(config.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI"), config.tracking.experiment)
     layout = RunLayout(Path(context["root"]), context["config_hash"])
     return RunContext(config, layout, context["parent"], context["forcing"], context["backend"])
