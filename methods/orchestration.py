@@ -22,6 +22,7 @@ ALIGNFLOW_HOME on a filesystem every node mounts at the same path
 
 from __future__ import annotations
 
+import contextvars
 import os
 import queue
 import socket
@@ -87,7 +88,7 @@ def cluster(config: OrchestrationConfig, threads: bool = False) -> Iterator[Clus
     if config.task_runner == "local":
         # Processes, not threads: model loading (transformers' meta-device init) and torch's global RNG,
         # which every Trainer seeds, are per process; two trainings in one process would mix them.
-        with environment(worker_environment()), ProcessPoolTaskRunner(max_workers=config.max_workers) as runner:
+        with environment(worker_environment()), ProcessPool(max_workers=config.max_workers) as runner:
             yield Cluster(runner, "local")
         return
     from prefect_ray import RayTaskRunner
@@ -198,6 +199,21 @@ def _descendants(pids: set[int]) -> set[int]:
         found |= below
         frontier = below
     return found
+
+
+class ProcessPool(ProcessPoolTaskRunner):
+    """Prefect's process pool, whose thread that forwards its workers' events and logs to the API runs in
+    the context that opened the pool. Prefect starts that thread in an empty context, where the settings
+    are those of Prefect's import, with no API URL in them when the API is `alignflow`'s own: the thread
+    then started Prefect's ephemeral server and sent the contestants' task-run events there, where no UI
+    showed them (and the server outlives a SIGKILL)."""
+
+    def __enter__(self) -> ProcessPool:
+        self._opened_in = contextvars.copy_context()
+        return super().__enter__()
+
+    def _forward_subprocess_messages(self) -> None:
+        self._opened_in.run(super()._forward_subprocess_messages)
 
 
 def worker_environment() -> dict[str, str]:

@@ -131,11 +131,23 @@ def _left(pids: list[int]) -> list[int]:
     return [pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
 
 
+def _prefect_servers() -> set[int]:
+    """The Prefect API servers this process started (the session's own, and any ephemeral one of Prefect's)."""
+    return {
+        child.pid for child in psutil.Process().children(recursive=True)
+        if "prefect.server.api.server:create_app" in " ".join(child.cmdline())
+    }  # fmt: skip
+
+
 @pytest.mark.integration
 @pytest.mark.xdist_group("compare-tiny")
 def test_contestants_run_at_once_in_processes_and_on_a_local_ray_cluster_with_the_sequential_leaderboard(capsys):
     # The process pool first, in stages no run has built: the contestants overlap while they really work.
+    servers = _prefect_servers()
     _, run_dir = _run(capsys, OWN, "orchestration.task_runner=local")
+    # The pool forwards its workers' events from a thread of its own, which must find the run's API and not
+    # start an ephemeral server of Prefect's (where no UI shows those task runs, and which outlives a SIGKILL).
+    assert _prefect_servers() == servers
     record = json.loads((run_dir / "orchestration.json").read_text())
     ran = record["contestants"]
     assert record["task_runner"] == "local"
