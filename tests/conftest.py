@@ -130,14 +130,22 @@ def shared_data() -> Path:
 
 @pytest.fixture(scope="session", autouse=True)
 def _prefect_api_and_clean_home():
-    """One private Prefect API for the in-process tests, then remove the session's home.
+    """One private Prefect API for the worker's tests, then remove the session's home.
 
-    Subprocess tests start their own, as a user's command would. The home
-    holds a converted 538 MB model that must not pile up in /tmp.
+    It is exported (PREFECT_API_URL), so an `alignflow` process a test starts
+    records its runs there, as a user's command does once `alignflow ui` runs
+    and PREFECT_API_URL is exported: a private API of its own would cost each
+    such process a server start (and, in a new home, Prefect's database
+    migrations, about 9 CPU seconds). The tests of the private API's own life
+    start their processes without it (``flow_runs.start_run``). The home holds
+    a converted 538 MB model that must not pile up in /tmp.
     """
+    from prefect.settings import PREFECT_API_URL
+
     from flows.local_api import local_prefect_api
 
     with local_prefect_api():
+        os.environ["PREFECT_API_URL"] = PREFECT_API_URL.value()
         yield
     shutil.rmtree(_HOME, ignore_errors=True)
 

@@ -79,8 +79,10 @@ def run_with_failure(recipe: str, settings: list[str], stage: str, timeout: int)
 
 
 def start_run(recipe: str, settings: list[str], log: Path) -> subprocess.Popen:
-    """`alignflow run recipe settings` as a user's process, output to ``log``."""
+    """`alignflow run recipe settings` as a user's process, output to ``log``, with a private Prefect API of
+    its own (no PREFECT_API_URL): the tests that interrupt it check that the API ends with it."""
     script = Path(sys.executable).with_name("alignflow")
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     with open(log, "w") as out:
         # Its own process group, as a command started from a terminal has, and
         # SIGINT handled as in a terminal even when pytest itself was started
@@ -89,6 +91,7 @@ def start_run(recipe: str, settings: list[str], log: Path) -> subprocess.Popen:
             [str(script), "run", recipe, *settings],
             stdout=out,
             stderr=subprocess.STDOUT,
+            env=env,
             start_new_session=True,
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
@@ -105,9 +108,10 @@ def stop_leftovers(processes: list[psutil.Process]) -> list[psutil.Process]:
 def last_flow_run(parameters: dict):
     """The newest top-level flow run called with ``parameters`` (others may differ), read from Prefect's database.
 
-    A subprocess records its runs through a private API of its own, on the
-    same database in ``$ALIGNFLOW_HOME/prefect`` that this test session's API
-    serves: for `alignflow run`, pass the recipe path and the overrides.
+    A subprocess records its runs through this session's API (conftest exports
+    it), or through a private API of its own on the same database in
+    ``$ALIGNFLOW_HOME/prefect`` (``start_run``): for `alignflow run`, pass the
+    recipe path and the overrides.
     """
 
     async def read():

@@ -3,7 +3,6 @@ everything the libraries said in the log file its report names; `--verbose` show
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import warnings
@@ -21,11 +20,11 @@ RECIPE = "configs/sft-tiny.yaml"
 
 def run_cli(home: Path, *args: str) -> subprocess.CompletedProcess:
     """The CLI in a new interpreter, as a user starts it: quiet mode must act before the libraries load."""
-    # Nothing of this worker's own Prefect and MLflow settings: the run keeps to its home.
+    # Nothing of this worker's own Prefect and MLflow settings but its Prefect API: the run keeps to its home.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "TQDM_", "HF_HUB_DISABLE"))}
     return subprocess.run(
         [sys.executable, "-m", "flows.cli", "run", RECIPE, *args],
-        env={**env, "ALIGNFLOW_HOME": str(home)},
+        env={**env, "ALIGNFLOW_HOME": str(home), "PREFECT_API_URL": os.environ["PREFECT_API_URL"]},
         cwd=REPO, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
 

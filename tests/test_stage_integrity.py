@@ -28,9 +28,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.xdist_group
 
 def _env(home: Path) -> dict[str, str]:
     """A user's environment with this home: none of the test session's Prefect or MLflow settings,
-    which point at the session's own home (MLflow even exports the tracking URI it was given)."""
+    which point at the session's own home (MLflow even exports the tracking URI it was given), but its
+    Prefect API, which records the run (as `alignflow ui`'s would) and keeps no stage."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_") and k != "MLFLOW_TRACKING_URI"}
-    return {**env, "ALIGNFLOW_HOME": str(home)}
+    return {**env, "ALIGNFLOW_HOME": str(home), "PREFECT_API_URL": os.environ["PREFECT_API_URL"]}
 
 
 def _run(home: Path, recipe: str = SFT, *settings: str) -> subprocess.CompletedProcess:

@@ -50,8 +50,9 @@ def _user_env(home: Path) -> dict[str, str]:
     training depend on it."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_") and k not in SESSION_ONLY}
     # Passive: two threads on cores the other test workers share would otherwise spin for work, which
-    # costs them CPU and changes no number.
-    return {**env, "ALIGNFLOW_HOME": str(home), "OMP_NUM_THREADS": "2", "OMP_WAIT_POLICY": "PASSIVE"}
+    # costs them CPU and changes no number. The session's Prefect API records the run and keys nothing.
+    return {**env, "ALIGNFLOW_HOME": str(home), "OMP_NUM_THREADS": "2", "OMP_WAIT_POLICY": "PASSIVE",
+            "PREFECT_API_URL": os.environ["PREFECT_API_URL"]}  # fmt: skip
 
 
 def _stages_now(home: Path) -> list[dict]:
