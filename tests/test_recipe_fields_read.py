@@ -132,9 +132,7 @@ RUNS: list[tuple[str, str, str, list[str]]] = [
      [*SMALL_SUITE, *DATA_SETTINGS, "figa.revised_from=data",
       f"data.revisions={{source: {REPO / 'tests' / 'data' / 'revisions-tiny.jsonl'}, columns: {{original: original}}}}"]),
     # Its own suite sizes: on fewer prompts the random tiny model may pass none, which stops the run.
-    # Trained in two processes (DDP on gloo): train.launcher and train.distributed are read by the launcher
-    # here; what the workers read of train (another process) the in-process runs read.
-    ("rft", "rft", "rft-tiny.yaml", LAUNCHED("train")),
+    ("rft", "rft", "rft-tiny.yaml", []),
     # Learning, held-out play and the outcome-filtered SFT round (skipped, and reported, when no episode succeeds).
     ("cel", "cel", "cel-frozenlake-tiny.yaml", ["cel.learn_episodes=1", "cel.eval_episodes=1"]),
     # Its three contestants (SFT, SPIN, SEFT + OnDARE), the reviser's phases trained the other way round.
@@ -434,9 +432,11 @@ def _judge_endpoint_probe(recorder: FieldReads, monkeypatch: pytest.MonkeyPatch)
 
 
 def _launch_probe(recorder: FieldReads, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The reviser's phases read ``launcher`` and ``distributed`` as ``train`` does (the rft run launches it);
-    launching them too would cost a SEFT run, so here the real launcher reads them and stops where it would
-    start the processes."""
+    """``launcher`` and ``distributed`` are read by the launcher of every training stage (``train`` and the
+    reviser's phases) in the process that starts the workers. Launching them in these runs would cost two
+    processes per training stage (tests/test_distributed_training.py launches one, end to end), so here
+    the real launcher reads them and stops where it would start the processes; what the workers read of
+    a training section, the in-process runs read."""
     from methods.recipe import load_recipe
     from pipeline_lib.training import launch
 
@@ -444,10 +444,11 @@ def _launch_probe(recorder: FieldReads, monkeypatch: pytest.MonkeyPatch) -> None
         raise RuntimeError("stopped before it starts")
 
     monkeypatch.setattr(launch, "spawn_tied", stopped)
-    recipe = load_recipe(CONFIGS / "seft-tiny.yaml", [*LAUNCHED("reviser.warmup"), *LAUNCHED("reviser.train")])
-    for phase in ("warmup", "train"):
-        config = getattr(recipe.reviser, phase)
-        recorder.place(config, f"reviser.{phase}.")
+    at = ("train", "reviser.warmup", "reviser.train")
+    recipe = load_recipe(CONFIGS / "seft-tiny.yaml", [setting for place in at for setting in LAUNCHED(place)])
+    for place in at:
+        config = recipe.train if place == "train" else getattr(recipe.reviser, place.split(".")[1])
+        recorder.place(config, f"{place}.")
         call = launch.Call("model", "rows", "out", config, 0, "float32", str(Path(os.environ["ALIGNFLOW_HOME"]) / "probe"))
         call.launch_dir.mkdir(parents=True, exist_ok=True)
         with pytest.raises(RuntimeError, match="stopped before it starts"):
